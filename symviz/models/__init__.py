@@ -1,0 +1,1 @@
+"""Model families, one module each (emlp, canonical, egnn, crystal, ...). Import the module you need."""

@@ -1,0 +1,292 @@
+"""``fit``: one training loop for every chapter (device, seeding, progress, history, early stopping).
+
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset, DataLoader
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(64, 3, generator=g); y = x @ torch.tensor([1.0, -2.0, 0.5])
+    >>> loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    >>> model = torch.nn.Linear(3, 1)
+    >>> loss = lambda m, b: ((m(b[0]).squeeze(-1) - b[1]) ** 2).mean()
+    >>> result = fit(model, loss, loader, epochs=30, lr=0.1, progress=False, seed=0)
+    >>> bool(result.history["train_loss"].iloc[-1] < 1e-3)
+    True
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint"]
+
+VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; an explicit device is checked to exist.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is None:
+        device = "auto"
+    if not isinstance(device, str) or device.split(":")[0] not in VALID_DEVICES:
+        raise ValueError(f"device must be one of {', '.join(VALID_DEVICES)} (optionally 'cuda:N'), got {device!r}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' was requested but MPS is not available; use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch Generator seeded the same way."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    torch.manual_seed(int(seed))
+    return torch.Generator().manual_seed(int(seed))
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors inside (nested) tuples, lists and dicts to ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def cache_dir() -> Path:
+    """Where checkpoints and derived data are cached: ``$SYMVIZ_CACHE`` or ``~/.cache/symviz``."""
+    path = Path(os.environ.get("SYMVIZ_CACHE", Path.home() / ".cache" / "symviz"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained model (best weights restored), history and timings."""
+
+    model: torch.nn.Module
+    history: "Any"  # pandas.DataFrame, one row per epoch
+    best_epoch: int
+    seconds: float
+    device: torch.device
+    checkpoint: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def best_val_loss(self) -> float:
+        if "val_loss" not in self.history:
+            return float("nan")
+        return float(self.history["val_loss"].min())
+
+
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loss_fn: LossFn, loader: Iterable, device: str | torch.device = "auto") -> float:
+    """Mean of ``loss_fn(model, batch)`` over ``loader`` (weighted by batch size), in eval mode."""
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in loader:
+        batch = to_device(batch, dev)
+        n = _batch_size(batch)
+        total += float(loss_fn(model, batch)) * n
+        count += n
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate: the loader yielded no batches")
+    return total / count
+
+
+def _batch_size(batch: Any) -> int:
+    if torch.is_tensor(batch):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)) and batch:
+        return _batch_size(batch[0])
+    return 1
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    train_loader: Iterable,
+    val_loader: Iterable | None = None,
+    *,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    optimizer: str | torch.optim.Optimizer = "adam",
+    scheduler: str | None = None,
+    device: str | torch.device = "auto",
+    seed: int | None = 0,
+    patience: int | None = None,
+    grad_clip: float | None = None,
+    amp: bool | None = None,
+    checkpoint: str | None = None,
+    progress: bool = True,
+    metrics: dict[str, Callable[[torch.nn.Module, Any], torch.Tensor]] | None = None,
+    desc: str = "fit",
+) -> FitResult:
+    """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``train_loader``.
+
+    Args:
+        loss_fn: ``(model, batch) -> scalar tensor``; the batch is already on the device.
+        val_loader: optional; enables ``val_loss``, early stopping (``patience`` epochs) and
+            restoring the best weights at the end.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a ready optimizer.
+        scheduler: ``None`` or ``"cosine"`` (cosine decay over ``epochs``).
+        device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
+        amp: bf16 autocast; default on for CUDA only.
+        checkpoint: a name; the best weights are saved to ``cache_dir()/checkpoints/<name>.pt``.
+        metrics: extra validation metrics ``name -> (model, batch) -> tensor`` (batch means).
+    Returns:
+        :class:`FitResult` with a pandas history (``epoch``, ``train_loss``, ``val_loss``, metrics,
+        ``seconds``).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError("loss_fn must be callable as loss_fn(model, batch) -> scalar tensor")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if patience is not None and val_loader is None:
+        raise ValueError("patience (early stopping) needs a val_loader")
+    if scheduler not in (None, "cosine"):
+        raise ValueError(f"scheduler must be None or 'cosine', got {scheduler!r}")
+
+    dev = resolve_device(device)
+    if seed is not None:
+        seed_everything(seed)
+    model.to(dev)
+    use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
+
+    if isinstance(optimizer, torch.optim.Optimizer):
+        opt = optimizer
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'adam', 'adamw', 'sgd' or a torch optimizer, got {optimizer!r}")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if scheduler == "cosine" else None
+
+    rows, best, best_state, best_epoch, bad = [], float("inf"), None, 0, 0
+    t0 = time.perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for batch in train_loader:
+            batch = to_device(batch, dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"fit: loss became {float(loss)} at epoch {epoch}; lower lr or check the data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            n = _batch_size(batch)
+            total += float(loss.detach()) * n
+            count += n
+        if count == 0:
+            raise ValueError("fit: train_loader yielded no batches")
+        if sched is not None:
+            sched.step()
+        row = {"epoch": epoch, "train_loss": total / count}
+        if val_loader is not None:
+            row["val_loss"] = evaluate(model, loss_fn, val_loader, dev)
+            for name, fn in (metrics or {}).items():
+                row[name] = evaluate(model, fn, val_loader, dev)
+            if row["val_loss"] < best:
+                best, best_epoch, bad = row["val_loss"], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss")})
+        if patience is not None and bad >= patience:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = rows[-1]["epoch"]
+    path = None
+    if checkpoint:
+        path = save_checkpoint(model, checkpoint)
+    return FitResult(model=model, history=pd.DataFrame(rows), best_epoch=best_epoch,
+                     seconds=time.perf_counter() - t0, device=dev, checkpoint=path)
+
+
+def _fingerprint(model: torch.nn.Module) -> str:
+    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return hashlib.sha256((type(model).__name__ + shapes).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(model: torch.nn.Module, name: str, meta: dict | None = None) -> Path:
+    """Save ``model``'s weights with a fingerprint of its architecture to the cache."""
+    if not name or "/" in name or "\\" in name:
+        raise ValueError(f"checkpoint name must be a plain file name, got {name!r}")
+    path = cache_dir() / "checkpoints" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"fingerprint": _fingerprint(model), "meta": meta or {},
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(model: torch.nn.Module, name: str, meta: dict | None = None) -> bool:
+    """Load cached weights into ``model``; False (never an exception) when missing, corrupt or mismatched.
+
+    A mismatch is a different architecture fingerprint or different ``meta`` (e.g. data/recipe).
+    """
+    path = cache_dir() / "checkpoints" / f"{name}.pt"
+    if not path.exists():
+        return False
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("fingerprint") != _fingerprint(model) or blob.get("meta", {}) != (meta or {}):
+            return False
+        model.load_state_dict(blob["state_dict"])
+        return True
+    except Exception:  # corrupt file: the caller retrains and overwrites it
+        return False
