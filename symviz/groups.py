@@ -241,12 +241,24 @@ def random_orthogonal(n: int | None = None, dtype=torch.float64, generator: torc
 
 
 def wigner_D(l: int, R: torch.Tensor) -> torch.Tensor:
-    """Wigner D matrix of degree ``l`` for rotation matrix ``R`` (e3nn's real basis, x,y,z -> y,z,x for l=1)."""
+    """Wigner D matrix ``(2l+1, 2l+1)`` of degree ``l`` for rotation matrices ``R`` (e3nn's real basis;
+    in e3nn >= 0.6 the l = 1 basis is Cartesian x, y, z, so ``wigner_D(1, R) == R``).
+
+    >>> R = random_rotation(generator=torch.Generator().manual_seed(1))
+    >>> bool(torch.allclose(wigner_D(1, R), R, atol=1e-6)), tuple(wigner_D(2, R).shape)
+    (True, (5, 5))
+    """
     from e3nn import o3
 
     if R.shape[-2:] != (3, 3):
         raise ValueError(f"R must be rotation matrices (..., 3, 3), got {tuple(R.shape)}")
-    return o3.Irrep(l, (-1) ** l).D_from_matrix(R)
+    # e3nn builds its generators in the default dtype: compute in R's precision
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(R.dtype if R.dtype in (torch.float32, torch.float64) else prev)
+    try:
+        return o3.Irrep(l, (-1) ** l).D_from_matrix(R)
+    finally:
+        torch.set_default_dtype(prev)
 
 
 def act_points(R: torch.Tensor, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:

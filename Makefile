@@ -1,0 +1,49 @@
+# symviz: `make run` executes every chapter in quick mode; `make test` runs the whole test suite.
+# Both create .venv when it is missing and install everything first.
+PYTHON ?= python3
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
+SCALE  ?= quick
+DEVICE ?= auto
+JOBS   ?= 1
+OUT    ?= build
+# torch: the CPU wheel unless an NVIDIA GPU is visible (override with TORCH_SPEC=...)
+TORCH_SPEC ?= $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch>=2.2,<2.15"; else echo "torch==2.13.0"; fi)
+
+.PHONY: setup run test lab bench browser-test clean help
+
+help:
+	@echo "make run           execute every chapter (SCALE=$(SCALE) DEVICE=$(DEVICE)) into $(OUT)/ and print the summary"
+	@echo "make test          run the whole test suite (unit tests, doctests, every notebook in quick mode)"
+	@echo "make lab           open JupyterLab on notebooks/"
+	@echo "make bench         time every chapter and the hot models; writes benchmarks/results.md"
+	@echo "make browser-test  run every chapter in a real JupyterLab in headless Chromium"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip "setuptools>=68,<81" wheel
+	$(VPY) -m pip install -q "$(TORCH_SPEC)"
+	$(VPY) -m pip install -q -e ".[test,browser]"
+	$(VPY) -m pip install -q --no-deps $$($(VPY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['symviz']['pip-no-deps']))")
+	$(VPY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
+	@touch $@
+
+run: setup
+	$(VPY) -m symviz run --scale $(SCALE) --device $(DEVICE) --out $(OUT) --jobs $(JOBS)
+
+test: setup
+	$(VPY) -m pytest -q -ra
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	$(VPY) benchmarks/run.py --scale $(SCALE) --device $(DEVICE)
+
+browser-test: setup
+	$(VPY) -m pytest -q -ra -m browser tests/test_browser.py
+
+clean:
+	rm -rf $(OUT)
