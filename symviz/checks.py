@@ -124,8 +124,13 @@ def check_relaxed_violation(violation_fn) -> CheckResult:
 
     _, nodes, xs = _ch01_cases()
     torch.manual_seed(0)
+    emlp = EMLP(nodes, nodes, hidden=2, depth=1).double()
+    with torch.no_grad():  # non-zero biases, so that the outputs are never exactly zero
+        for b in emlp.parameters():
+            if b.ndim == 2:
+                b.normal_()
     models = {
-        "an equivariant E-MLP": EMLP(nodes, nodes, hidden=2, depth=1).double(),
+        "an equivariant E-MLP": emlp,
         "a relaxed-equivariant canonicalized model": CanonicalRelaxed(torch.nn.Linear(6, 6).double(), nodes, nodes),
         "a plain (non-equivariant) linear layer": torch.nn.Linear(6, 6).double(),
     }
@@ -203,3 +208,259 @@ def check_spectral_decoupling(sd_fn) -> CheckResult:
 
 
 __all__ += ["check_spectral_decoupling"]
+
+
+# ---- chapter 02: learned canonicalization -------------------------------------------------------
+
+def check_gram_schmidt_frame(frame_fn) -> "CheckResult":
+    """Check a learner's ``frame_fn(v1, v2) -> (B, 3, 3)`` SO(3) frame from two vectors ``(B, 3)``.
+
+    Expected (Kaba et al., ICML 2023, §3.3): Gram-Schmidt with the axes as *columns*:
+    ``e1 = v1/|v1|``, ``e2 = normalize(v2 − ⟨v2,e1⟩e1)``, ``e3 = e1 × e2``. Checks, in float64, that the
+    frames are orthonormal with det +1, equal the reference :func:`symviz.models.canonical.gram_schmidt`,
+    and are equivariant: ``frame_fn(v1 Qᵀ, v2 Qᵀ) = Q · frame_fn(v1, v2)`` for random rotations ``Q``
+    (vectors are row vectors, rotated as ``v @ Q.T``).
+    """
+    import torch
+
+    from .groups import random_rotation
+    from .models.canonical import gram_schmidt
+
+    g = torch.Generator().manual_seed(7)
+    v1 = torch.randn(16, 3, dtype=torch.float64, generator=g)
+    v2 = torch.randn(16, 3, dtype=torch.float64, generator=g)
+    try:
+        F = frame_fn(v1, v2)
+    except Exception as exc:  # the learner's code may fail in any way: report it, never raise
+        return verdict(False, "", f"your function raised {type(exc).__name__}: {exc}")
+    if not torch.is_tensor(F) or tuple(F.shape) != (16, 3, 3):
+        return verdict(False, "", f"expected frames of shape (B, 3, 3) = (16, 3, 3), got "
+                                  f"{tuple(F.shape) if torch.is_tensor(F) else type(F).__name__}")
+    F = F.to(torch.float64)
+    eye = torch.eye(3, dtype=torch.float64)
+    if not torch.allclose(F.transpose(-1, -2) @ F, eye.expand(16, 3, 3), atol=1e-8):
+        return verdict(False, "", "your frames are not orthonormal (Fᵀ F ≠ I): normalise each axis and remove "
+                                  "from e2 its component along e1")
+    det = torch.det(F)
+    if not torch.allclose(det, torch.ones_like(det), atol=1e-8):
+        return verdict(False, "", f"some frames have det = {float(det.min()):+.3f}: for SO(3) take e3 = e1 × e2")
+    want = gram_schmidt(v1, v2)
+    if not torch.allclose(F, want, atol=1e-8):
+        if torch.allclose(F.transpose(-1, -2), want, atol=1e-8):
+            return verdict(False, "", "your axes are the rows of the matrix: stack them as columns (dim=-1)")
+        return verdict(False, "", "orthonormal with det +1, but not the Gram-Schmidt frame of (v1, v2): e1 must "
+                                  "point along v1 and e2 lie in the plane of v1 and v2, on v2's side")
+    worst = 0.0
+    for Q in random_rotation(5, dtype=torch.float64, generator=g):
+        moved = frame_fn(v1 @ Q.T, v2 @ Q.T).to(torch.float64)
+        worst = max(worst, float((moved - Q @ F).abs().max()))
+    if worst > 1e-8:
+        return verdict(False, "", f"not equivariant: frame_fn(v Qᵀ) differs from Q·frame_fn(v) by {worst:.2e}")
+    return verdict(True, f"your Gram-Schmidt frame is orthonormal, has det +1, matches the reference and is "
+                         f"SO(3)-equivariant (max error {worst:.1e}).", "")
+
+
+__all__ += ["check_gram_schmidt_frame"]
+
+
+# --- chapter 03: the canonicalization prior (Mondal et al., NeurIPS 2023) ---------------------------
+
+def check_canonicalization_prior(prior_fn, check_continuous: bool = True) -> CheckResult:
+    """Check the learner's ``prior_fn(scores) -> scalar`` against :func:`symviz.losses.canonicalization_prior`.
+
+    Discrete case: ``scores: (B, n)`` logits, the mean cross-entropy towards element 0 (the identity),
+    value and gradient. Continuous case (when ``check_continuous``): ``scores: (B, d, d)`` matrices,
+    the mean squared Frobenius distance to the identity matrix.
+    """
+    import torch
+
+    from .losses import canonicalization_prior
+
+    g = torch.Generator().manual_seed(3)
+    cases = [("C4 logits (8, 4)", torch.randn(8, 4, generator=g, dtype=torch.float64) * 3),
+             ("C8 logits (5, 8)", torch.randn(5, 8, generator=g, dtype=torch.float64))]
+    if check_continuous:
+        cases.append(("2x2 matrices (6, 2, 2)", torch.randn(6, 2, 2, generator=g, dtype=torch.float64)))
+        cases.append(("3x3 matrices (4, 3, 3)", torch.randn(4, 3, 3, generator=g, dtype=torch.float64)))
+    for name, s in cases:
+        want = canonicalization_prior(s)
+        s1 = s.clone().requires_grad_(True)
+        try:
+            got = prior_fn(s1)
+        except Exception as exc:  # the learner's code may fail in any way: report it, never raise
+            return verdict(False, "", f"on {name} your function raised {type(exc).__name__}: {exc}")
+        if not torch.is_tensor(got) or got.numel() != 1:
+            return verdict(False, "", f"on {name}: expected a scalar tensor (the batch mean), got "
+                                      f"{tuple(got.shape) if torch.is_tensor(got) else type(got).__name__}")
+        if not torch.allclose(got.reshape(()).to(torch.float64), want, rtol=1e-6, atol=1e-8):
+            hint = ("cross-entropy of softmax(scores) towards index 0, averaged over the batch"
+                    if s.ndim == 2 else "||R - I||_F^2 (squared, summed over entries), averaged over the batch")
+            return verdict(False, "", f"on {name}: got {float(got.detach()):.6f}, expected {float(want):.6f}. "
+                                      f"Hint: {hint}.")
+        if not got.requires_grad:
+            return verdict(False, "", f"on {name}: the value is right but carries no gradient; keep it a torch "
+                                      "expression of scores (no .item(), numpy or argmax)")
+        (grad,) = torch.autograd.grad(got.reshape(()), s1)
+        s2 = s.clone().requires_grad_(True)
+        (want_grad,) = torch.autograd.grad(canonicalization_prior(s2), s2)
+        if not torch.allclose(grad.to(torch.float64), want_grad, rtol=1e-6, atol=1e-9):
+            return verdict(False, "", f"on {name}: right value but wrong gradient (max diff "
+                                      f"{float((grad - want_grad).abs().max()):.2e})")
+    what = "discrete (cross-entropy to the identity) and continuous (distance to I)" if check_continuous else \
+        "discrete (cross-entropy to the identity)"
+    return verdict(True, f"your canonicalization prior matches the reference in value and gradient, {what}.", "")
+
+
+__all__ += ["check_canonicalization_prior"]
+
+
+# --- chapter 05 (crystal equivariance): orbits of site pairs ------------------------------------------
+
+def _check_05_cases():
+    """(name, perms (m, n), reference pair orbits (n, n)) from spglib on three lattices."""
+    import numpy as np
+    from pymatgen.core import Lattice, Structure
+
+    from symviz.data import crystals as C
+
+    rutile = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.59, 2.96), ["Ti", "O"],
+                                       [[0, 0, 0], [0.305, 0.305, 0]])
+    cases = [("fcc cubic cell (4 sites, Fm-3m)", C.lattice_supercell("fcc", "Cu", size=(1, 1, 1))),
+             ("hcp 2x2x1 supercell (8 sites, P6_3/mmc)", C.lattice_supercell("hcp", "Cu", size=(2, 2, 1))),
+             ("rutile TiO2 (6 sites, P4_2/mnm, two site orbits)", rutile)]
+    out = []
+    for name, s in cases:
+        perms = C.site_permutations(s)
+        out.append((name, perms, C.pair_orbits(perms)))
+    return out
+
+
+def check_pair_orbits(pair_orbits_fn) -> CheckResult:
+    """Check a learner's ``pair_orbits_fn(perms) -> (n, n) labels`` against the orbits from spglib.
+
+    ``perms: (m, n)`` LongTensor, row ``g`` a site permutation of the space group (``x -> x[perms[g]]``).
+    Any labelling is accepted as long as two pairs share a label exactly when an operation maps one
+    onto the other (the partition is compared, not the label values).
+    """
+    import numpy as np
+
+    from symviz.data.crystals import canonical_labels
+
+    for name, perms, want in _check_05_cases():
+        n = perms.shape[1]
+        try:
+            got = pair_orbits_fn(perms.clone())
+        except Exception as exc:  # the learner's code may fail in any way: report it, never raise
+            return verdict(False, "", f"on the {name} your function raised {type(exc).__name__}: {exc}")
+        got = np.asarray(got.detach().cpu() if hasattr(got, "detach") else got)
+        if got.shape != (n, n):
+            return verdict(False, "", f"on the {name}: expected an ({n}, {n}) array of orbit labels, got shape {got.shape}")
+        g, w = canonical_labels(got), canonical_labels(want)
+        if (g == w).all():
+            continue
+        k_got, k_want = len(np.unique(got)), int(w.max()) + 1
+        # find a pair of pairs on which the partitions disagree, to give a concrete hint
+        a, b = np.argwhere(g != w)[0]
+        same_want = np.argwhere(w == w[a, b])
+        same_got = np.argwhere(g == g[a, b])
+        if k_got > k_want:
+            other = next(tuple(q) for q in same_want if g[tuple(q)] != g[a, b])
+            hint = (f"pairs {(int(a), int(b))} and {tuple(int(v) for v in other)} are related by a symmetry "
+                    "operation but got different labels (did you apply every operation, to both i and j?)")
+        else:
+            other = next((tuple(q) for q in same_got if w[tuple(q)] != w[a, b]), (int(a), int(b)))
+            hint = (f"pairs {(int(a), int(b))} and {tuple(int(v) for v in other)} got the same label but no "
+                    "operation maps one onto the other (e.g. (i, j) and (j, i) are not always in one orbit, "
+                    "and a distance alone does not define an orbit)")
+        return verdict(False, "", f"on the {name}: you found {k_got} orbits, spglib's group gives {k_want}; {hint}.")
+    return verdict(True, "your pair orbits match the ones computed from spglib's operations on fcc, hcp and rutile.", "")
+
+
+__all__ += ["check_pair_orbits"]
+
+
+# ---- chapter 04 (multichannel EGNN) ----------------------------------------------------------------
+
+def check_mc_coord_update(coord_update_fn) -> CheckResult:
+    """Check a learner's multichannel coordinate update ``coord_update_fn(x, w) -> x'`` (chapter 04).
+
+    ``x: (B, n, 3, C)`` position channels (points are row vectors; a rotation acts as ``R @ x_i``
+    on each ``3 x C`` block), ``w: (B, n, n, C, C)`` invariant mixing matrices. It must equal
+    ``x_i + 1/(n-1) sum_{j != i} (x_i - x_j) w_ij`` (:func:`symviz.models.egnn.multichannel_coord_update`)
+    and be E(3)-equivariant: rotating/reflecting and translating ``x`` moves the output the same way.
+    """
+    import torch
+
+    from .groups import random_orthogonal
+    from .models.egnn import multichannel_coord_update
+
+    gen = torch.Generator().manual_seed(4)
+    for B, n, C in ((2, 5, 1), (3, 4, 3)):
+        x = torch.randn(B, n, 3, C, dtype=torch.float64, generator=gen)
+        w = torch.randn(B, n, n, C, C, dtype=torch.float64, generator=gen)
+        want = multichannel_coord_update(x, w)
+        try:
+            got = coord_update_fn(x.clone(), w.clone())
+        except Exception as exc:  # the learner's code may fail in any way: report it, never raise
+            return verdict(False, "", f"with C={C} channels your function raised {type(exc).__name__}: {exc}")
+        if not torch.is_tensor(got) or got.shape != want.shape:
+            return verdict(False, "", f"with C={C}: expected a tensor of shape {tuple(want.shape)} (B, n, 3, C), "
+                                      f"got {getattr(got, 'shape', type(got).__name__)}")
+        got = got.to(torch.float64)
+        if torch.allclose(got, x):
+            return verdict(False, "", "your function returns x unchanged: add the sum over neighbours j of (x_i - x_j) @ w_ij.")
+        R = random_orthogonal(dtype=torch.float64, generator=gen)
+        t = torch.randn(3, 1, dtype=torch.float64, generator=gen)
+        moved = coord_update_fn(torch.einsum("de,bnec->bndc", R, x) + t, w.clone()).to(torch.float64)
+        eq_err = float((moved - (torch.einsum("de,bnec->bndc", R, got) + t)).norm() / got.norm())
+        if eq_err > 1e-8:
+            return verdict(False, "", f"with C={C} the update is not E(3)-equivariant (relative error {eq_err:.2g}): "
+                                      "use only differences x_i - x_j, never x_j alone, and keep the residual x_i + ...")
+        err = float((got - want).norm() / want.norm())
+        if err > 1e-8:
+            mean_hint = " (did you divide by n - 1, the number of neighbours?)" if C == 1 else \
+                " (mix channels as (x_i - x_j) @ w_ij: a (3, C) by (C, C) product, summed over j != i, divided by n - 1)"
+            return verdict(False, "", f"equivariant, but with C={C} it differs from the reference by {err:.2g} (relative){mean_hint}.")
+    return verdict(True, "your multichannel update matches the reference and is E(3)-equivariant for C = 1 and C = 3.", "")
+
+
+__all__ += ["check_mc_coord_update"]
+
+
+def check_composition_featurizer(featurize_fn, properties=("Electronegativity", "GSmagmom"), stats=("mean", "range")):
+    """Chapter 06: check a learner's composition featurizer against matminer's ``ElementProperty``.
+
+    ``featurize_fn(composition) -> sequence`` must return, for each property in ``properties`` and each
+    stat in ``stats`` (property-major order, as matminer), the fraction-weighted statistic of the Magpie
+    element property (Ward et al., npj Comput. Mater. 2, 16028 (2016)): ``mean = Σ_e f_e p_e``,
+    ``range = max_e p_e - min_e p_e`` over the elements present.
+    """
+    import warnings
+
+    import numpy as np
+    from pymatgen.core import Composition
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from matminer.featurizers.composition import ElementProperty
+
+        ep = ElementProperty("magpie", list(properties), list(stats))
+    labels = [lab.replace("MagpieData ", "") for lab in ep.feature_labels()]
+    for formula in ("Fe", "Fe3Al", "Co2MnSi", "MnBi", "Gd2Fe17", "NiO"):
+        comp = Composition(formula)
+        want = np.asarray(ep.featurize(comp), dtype=float)
+        try:
+            got = np.asarray(featurize_fn(comp), dtype=float).reshape(-1)
+        except Exception as exc:  # the learner's code may fail in any way: report it, never raise
+            return verdict(False, "", f"for {formula} your function raised {type(exc).__name__}: {exc}")
+        if got.shape != want.shape:
+            return verdict(False, "", f"for {formula}: expected {want.size} numbers in the order {labels}, got {got.size}")
+        bad = [(lab, g, w) for lab, g, w in zip(labels, got, want) if not np.isclose(g, w, rtol=1e-6, atol=1e-8)]
+        if bad:
+            lab, g, w = bad[0]
+            hint = " (weight each element by its atomic fraction, not by 1/n_elements)" if lab.startswith("mean") else ""
+            return verdict(False, "", f"for {formula}, '{lab}' is {g:.4g} but matminer gives {w:.4g}{hint}.")
+    return verdict(True, f"your featurizer matches matminer's ElementProperty on 6 compositions ({', '.join(labels)}).", "")
+
+
+__all__ += ["check_composition_featurizer"]

@@ -216,7 +216,7 @@ def fit(
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = loss_fn(model, batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"fit: loss became {float(loss)} at epoch {epoch}; lower lr or check the data")
+                raise FloatingPointError(f"fit: loss became {loss.item()} at epoch {epoch}; lower lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:

@@ -1,0 +1,75 @@
+"""Benchmark for chapter 07 (gradient starvation): the hot training steps and measurements.
+
+``run(scale)`` returns rows ``{"chapter", "what", "value", "unit"}``; the runner adds the chapter's
+quick-mode wall time and peak memory itself.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+CHAPTER = "07_gradient_starvation"
+
+
+def _time_ms(fn, reps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return 1000.0 * (time.perf_counter() - t0) / reps
+
+
+def run(scale: str = "quick") -> list[dict]:
+    """Time one full-batch step of each experiment at the chapter's ``scale`` ("quick" or "full")."""
+    if scale not in ("quick", "full"):
+        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    from symviz.data.starvation import two_moons_with_margin
+    from symviz.losses import spectral_decoupling
+    from symviz.models.starvation import MLP, decision_margin
+
+    torch.manual_seed(0)
+    reps = 20 if scale == "quick" else 100
+    rows = []
+
+    x, y = two_moons_with_margin(300, seed=0)
+    net = MLP(2, 500)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9)
+
+    def moons_step():
+        z = net(x)
+        loss = F.binary_cross_entropy_with_logits(z, y.float()) + spectral_decoupling(z, 0.006)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    rows.append({"what": "two moons SD train step (300 points, MLP 500 hidden, full batch)",
+                 "value": _time_ms(moons_step, reps), "unit": "ms"})
+
+    n, hidden = (2000, 64) if scale == "quick" else (50000, 300)
+    xc = torch.rand(n, 2 * 14 * 14)
+    yc = (torch.rand(n) > 0.5).float()
+    cnet = MLP(2 * 14 * 14, hidden, depth=2, init="xavier")
+    copt = torch.optim.Adam(cnet.parameters(), lr=1e-4)
+
+    def colour_step():
+        z = cnet(xc)
+        loss = 2e-5 * (F.binary_cross_entropy_with_logits(z, yc) + (z ** 2).mean())
+        copt.zero_grad()
+        loss.backward()
+        copt.step()
+
+    rows.append({"what": f"coloured images SD train step ({n} images 2x14x14, MLP 2x{hidden}, full batch)",
+                 "value": _time_ms(colour_step, max(3, reps // 4)), "unit": "ms"})
+    rows.append({"what": "decision margin on a 400x400 grid (two moons)",
+                 "value": _time_ms(lambda: decision_margin(net, x, y), 3, warmup=1), "unit": "ms"})
+    for r in rows:
+        r["chapter"] = CHAPTER
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run("quick"):
+        print(row)

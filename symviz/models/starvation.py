@@ -1,0 +1,461 @@
+"""Models and measurement tools for chapter 07 (gradient starvation and spectral decoupling).
+
+Pezeshki, Kaba, Bengio, Courville, Precup, Lajoie, "Gradient Starvation: A Learning Proclivity in
+Neural Networks", NeurIPS 2021 (arXiv 2011.09468).
+
+* :class:`MLP` -- the ReLU MLPs of the paper (2-layer for two moons, 3-layer for Colored MNIST).
+* :func:`train_full_batch` -- full-batch training with cross-entropy or spectral decoupling, with
+  snapshots of the decision function over training (for the animations).
+* :func:`train_colored_recipe` -- the paper's Colored-MNIST schedule (Adam; plain cross-entropy,
+  then the whole loss multiplied by ``c``), with switches that isolate why it works.
+* :func:`decision_grid`, :func:`boundary_points`, :func:`decision_margin` -- the decision boundary
+  of a 2-D classifier and the smallest distance from a training point to it.
+* :func:`linear_feature_dynamics`, :func:`feature_responses` -- the linearised view: a model that
+  is linear in fixed features ``phi`` (the NTK regime), its feature responses ``z = S V^T theta``
+  over gradient descent, with cross-entropy or spectral decoupling.
+* :func:`ntk_features` -- the empirical NTK features (parameter Jacobian) of a network.
+
+Labels are {0, 1} for the networks (``binary_cross_entropy_with_logits``) and the margins are
+``y_pm * logit`` with ``y_pm = 2 y - 1``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from symviz.losses import spectral_decoupling
+
+__all__ = ["MLP", "TrainResult", "train_full_batch", "train_colored_recipe", "train_colored_branches", "BRANCHES", "decision_grid", "boundary_points",
+           "decision_margin", "linear_feature_dynamics", "feature_responses", "ntk_features", "binary_accuracy"]
+
+
+class MLP(nn.Module):
+    """ReLU MLP ``in_dim -> hidden (x depth) -> out_dim``.
+
+    ``depth=1`` is the paper's 2-layer network for two moons (500 hidden units, PyTorch default
+    init); ``depth=2`` with ``init="xavier"`` is its Colored-MNIST network (300 hidden units,
+    Xavier-uniform weights and zero biases). Input ``(batch, *)`` is flattened; output
+    ``(batch,)`` when ``out_dim == 1`` else ``(batch, out_dim)``.
+
+        >>> MLP(2, 8)(torch.zeros(5, 2)).shape
+        torch.Size([5])
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 500, out_dim: int = 1, depth: int = 1, init: str = "default"):
+        super().__init__()
+        for name, v in (("in_dim", in_dim), ("hidden", hidden), ("out_dim", out_dim), ("depth", depth)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if init not in ("default", "xavier"):
+            raise ValueError(f"init must be 'default' or 'xavier', got {init!r}")
+        dims = [in_dim] + [hidden] * depth + [out_dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            lin = nn.Linear(a, b)
+            if init == "xavier":
+                nn.init.xavier_uniform_(lin.weight)
+                nn.init.zeros_(lin.bias)
+            layers.append(lin)
+            if i < len(dims) - 2:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.in_dim:
+            raise ValueError(f"MLP expected inputs with {self.in_dim} features, got {x.shape[1]}")
+        out = self.net(x)
+        return out[:, 0] if self.out_dim == 1 else out
+
+
+def _check_binary(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not torch.is_tensor(x) or not torch.is_tensor(y):
+        raise TypeError("x and y must be torch tensors")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"y must have shape ({len(x)},) to match x, got {tuple(y.shape)}")
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError("y must hold binary labels in {0, 1}")
+
+
+def binary_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of ``sign(logit) == 2y - 1`` (``x: (N, ...)``, ``y: (N,)`` in {0, 1})."""
+    with torch.no_grad():
+        return float(((model(x) > 0).to(y.dtype) == y).float().mean())
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_full_batch` / :func:`train_colored_recipe` return."""
+
+    model: nn.Module
+    history: "object"                              # pandas DataFrame: step, loss, train_acc, (test_acc)
+    snapshots: list = field(default_factory=list)  # [(step, (G, G) logits on the grid)]
+    seconds: float = 0.0
+
+
+def train_full_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lam: float = 0.0, steps: int = 1000,
+                     lr: float = 1e-2, momentum: float = 0.9, optimizer: str = "sgd", seed: int | None = 0,
+                     snapshot_every: int = 0, grid: torch.Tensor | None = None, log_every: int = 50) -> TrainResult:
+    """Full-batch training of a binary classifier with cross-entropy plus spectral decoupling.
+
+    Minimises ``mean softplus(-y_pm * f(x)) + (lam / 2) * mean f(x)^2`` (``lam = 0``: plain
+    cross-entropy), the loss of the paper's two-moons experiment (SGD lr 1e-2, momentum 0.9,
+    1,000 full-batch epochs). A plain loop rather than :func:`symviz.train.fit` because the
+    animations need the decision function at intermediate steps of one optimizer run.
+
+    Args:
+        x: ``(N, d)`` inputs; y: ``(N,)`` labels in {0, 1}.
+        snapshot_every: when > 0, evaluate the model on ``grid`` (``(G*G, d)``) every that many
+            steps (and at the end); the snapshots are ``(step, (G*G,) logits)``.
+    """
+    import time
+
+    import pandas as pd
+
+    _check_binary(x, y)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if snapshot_every and grid is None:
+        raise ValueError("snapshot_every needs a grid (G*G, d) to evaluate the model on")
+    if seed is not None:
+        torch.manual_seed(seed)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    y = y.float()
+    rows, snaps = [], []
+    t0 = time.perf_counter()
+    for step in range(steps + 1):
+        if snapshot_every and (step % snapshot_every == 0 or step == steps):
+            with torch.no_grad():
+                snaps.append((step, model(grid).detach().clone()))
+        logits = model(x)
+        ce = F.binary_cross_entropy_with_logits(logits, y)
+        if step % log_every == 0 or step == steps:
+            rows.append({"step": step, "ce": float(ce.detach()), "train_acc": float(((logits.detach() > 0).float() == y).float().mean())})
+        if step == steps:
+            break
+        loss = ce + spectral_decoupling(logits, lam) if lam > 0 else ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return TrainResult(model=model, history=pd.DataFrame(rows), snapshots=snaps, seconds=time.perf_counter() - t0)
+
+
+def train_colored_recipe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor | None = None,
+                         y_test: torch.Tensor | None = None, *, method: str = "sd", steps: int = 2001, lr: float = 1e-4,
+                         anneal: int = 450, coef: float = 2e-5, sd_weight: float = 1.0, l2: float = 0.0,
+                         eps: float = 1e-8, reset_optimizer: bool = False, log_every: int = 50) -> TrainResult:
+    """The Colored-MNIST schedule of the paper's code (``Figure_4_and_table_1``), full batch, Adam.
+
+    ``method="erm"``: loss ``nll + l2 * ||w||^2`` for ``steps`` steps (the paper's ERM: lr 1e-4,
+    l2 1e-3, 1,001 steps). ``method="sd"``: for ``step < anneal`` the loss is
+    ``nll + coef * sd_weight * mean(logit^2)``, from then on ``coef * (nll + sd_weight * mean(logit^2))``
+    (the paper: lr 1e-4, anneal 450, coef 2e-5, 2,001 steps, hidden 300). ``sd_weight=0`` keeps the
+    same schedule without the penalty (a control: only the rescaling remains).
+
+    Why the recipe is subtle: Adam's step is ``lr * m / (sqrt(v) + eps)``; multiplying the loss by
+    ``coef`` multiplies the new gradients by 2e-5 while ``v`` still remembers the unscaled gradients
+    of the first ``anneal`` steps (it forgets at rate ``beta2 = 0.999``, i.e. over thousands of
+    steps). The steps after the switch are therefore tiny and rescaled per parameter by the old
+    gradient sizes. ``reset_optimizer=True`` starts a fresh Adam at the switch (then, up to ``eps``,
+    Adam does not see ``coef`` at all). A plain loop: the Adam state must survive the loss switch.
+
+    Args:
+        x: ``(N, ...)`` inputs; y: ``(N,)`` in {0, 1}; x_test, y_test: optional, logged.
+    """
+    import time
+
+    import pandas as pd
+
+    _check_binary(x, y)
+    if method not in ("erm", "sd"):
+        raise ValueError(f"method must be 'erm' or 'sd', got {method!r}")
+    for name, v in (("coef", coef), ("lr", lr), ("eps", eps)):
+        if not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    y = y.float()
+    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
+    rows = []
+    t0 = time.perf_counter()
+
+    def log(step, logits, nll):
+        row = {"step": step, "nll": float(nll), "train_acc": float(((logits > 0).float() == y).float().mean()),
+               "mean_abs_logit": float(logits.abs().mean())}
+        if x_test is not None:
+            row["test_acc"] = binary_accuracy(model, x_test, y_test.float())
+        rows.append(row)
+
+    for step in range(steps):
+        logits = model(x)
+        nll = F.binary_cross_entropy_with_logits(logits, y)
+        if method == "erm":
+            loss = nll + l2 * sum((p ** 2).sum() for p in model.parameters()) if l2 > 0 else nll
+        else:
+            sd = sd_weight * (logits ** 2).mean()
+            if step < anneal:
+                loss = nll + coef * sd
+            else:
+                if step == anneal and reset_optimizer:
+                    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
+                loss = coef * (nll + sd)
+        if step % log_every == 0:
+            log(step, logits.detach(), nll.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        logits = model(x)
+        log(steps, logits, F.binary_cross_entropy_with_logits(logits, y))
+    return TrainResult(model=model, history=pd.DataFrame(rows), seconds=time.perf_counter() - t0)
+
+
+BRANCHES = {
+    "erm": "keep minimising the plain cross-entropy (no switch)",
+    "sd": "the paper's switch: loss c * (nll + mean(logit^2)), same Adam",
+    "rescaled_ce": "control: loss c * nll, same Adam (only the rescaling, no penalty)",
+    "sd_fresh_adam": "control: loss c * (nll + mean(logit^2)) with a fresh Adam at the switch",
+    "sd_gd": "control: plain gradient descent (lr gd_lr) on nll + mean(logit^2) from the switch",
+}
+
+
+def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                           branches: Sequence[str] = ("erm", "sd"), steps: int = 2001, anneal: int = 450, lr: float = 1e-4,
+                           coef: float = 2e-5, eps: float = 1e-8, gd_lr: float = 1e-3, log_every: int = 50,
+                           seed: int = 0) -> dict:
+    """Train once up to the switch, then continue each branch from the same weights and Adam state.
+
+    Phase 1 (``step < anneal``) minimises ``nll + coef * mean(logit^2)`` with Adam (as the paper's
+    spectral decoupling run does). Each branch in ``branches`` (keys of :data:`BRANCHES`) then
+    continues from a copy of the model *and* of the optimizer state up to ``steps``: ``"erm"`` keeps
+    the plain cross-entropy, ``"sd"`` is the paper's recipe, ``"rescaled_ce"`` and ``"sd_fresh_adam"``
+    are the controls that isolate what the recipe does. Sharing phase 1 makes the comparison exact
+    and saves compute. A plain loop (not :func:`symviz.train.fit`): the optimizer state is copied.
+
+    Args:
+        make_model: ``() -> nn.Module`` (called once, after seeding with ``seed``).
+        x, x_test: ``(N, ...)`` inputs; y, y_test: ``(N,)`` in {0, 1}.
+    Returns:
+        ``{branch: TrainResult}``; every history starts at step 0 (phase 1 is shared) and logs
+        ``step, nll, train_acc, test_acc, mean_abs_logit, step_size`` (mean ``|delta theta|`` of that step).
+    """
+    import copy
+    import time
+
+    import pandas as pd
+
+    _check_binary(x, y)
+    _check_binary(x_test, y_test)
+    unknown = [b for b in branches if b not in BRANCHES]
+    if unknown or not branches:
+        raise ValueError(f"branches must be a non-empty list of {sorted(BRANCHES)}, got {list(branches)!r}")
+    if not (isinstance(anneal, int) and isinstance(steps, int) and 0 <= anneal < steps):
+        raise ValueError(f"need integers 0 <= anneal < steps, got anneal={anneal!r}, steps={steps!r}")
+    for name, v in (("coef", coef), ("lr", lr), ("eps", eps), ("gd_lr", gd_lr)):
+        if not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
+    y, y_test = y.float(), y_test.float()
+    torch.manual_seed(seed)
+    model = make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
+
+    def row(m, step, logits, nll):
+        return {"step": step, "nll": float(nll), "train_acc": float(((logits > 0).float() == y).float().mean()),
+                "test_acc": binary_accuracy(m, x_test, y_test), "mean_abs_logit": float(logits.abs().mean())}
+
+    def flat(m):
+        return torch.cat([p.detach().reshape(-1) for p in m.parameters()])
+
+    def run(m, o, start, stop, loss_of, rows):
+        for step in range(start, stop):
+            logits = m(x)
+            nll = F.binary_cross_entropy_with_logits(logits, y)
+            logged = step % log_every == 0
+            if logged:
+                rows.append(row(m, step, logits.detach(), nll.detach()))
+                before = flat(m)
+            loss = loss_of(nll, logits)
+            o.zero_grad(set_to_none=True)
+            loss.backward()
+            o.step()
+            if logged:   # the size of this step: how far the optimizer actually moves the weights
+                rows[-1]["step_size"] = float((flat(m) - before).abs().mean())
+
+    t0 = time.perf_counter()
+    shared: list = []
+    run(model, opt, 0, anneal, lambda nll, z: nll + coef * (z ** 2).mean(), shared)
+    t_shared = time.perf_counter() - t0
+    out = {}
+    for b in branches:
+        t1 = time.perf_counter()
+        m = copy.deepcopy(model)
+        if b == "sd_gd":
+            o = torch.optim.SGD(m.parameters(), lr=gd_lr)
+        else:
+            o = torch.optim.Adam(m.parameters(), lr=lr, eps=eps)
+        if b not in ("sd_fresh_adam", "sd_gd"):
+            o.load_state_dict(copy.deepcopy(opt.state_dict()))
+        loss_of = {"erm": lambda nll, z: nll,
+                   "sd": lambda nll, z: coef * (nll + (z ** 2).mean()),
+                   "rescaled_ce": lambda nll, z: coef * nll,
+                   "sd_fresh_adam": lambda nll, z: coef * (nll + (z ** 2).mean()),
+                   "sd_gd": lambda nll, z: nll + (z ** 2).mean()}[b]
+        rows = list(shared)
+        run(m, o, anneal, steps, loss_of, rows)
+        with torch.no_grad():
+            logits = m(x)
+            rows.append(row(m, steps, logits, F.binary_cross_entropy_with_logits(logits, y)))
+        out[b] = TrainResult(model=m, history=pd.DataFrame(rows), seconds=t_shared + time.perf_counter() - t1)
+    return out
+
+
+def decision_grid(model: nn.Module, lim: float = 2.0, n: int = 100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Evaluate a 2-D classifier on an ``n x n`` grid over ``[-lim, lim]^2``.
+
+    Returns ``(xx, yy, logits)``, each ``(n, n)``; ``xx[i, j]`` is the first coordinate.
+    """
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    if not lim > 0:
+        raise ValueError(f"lim must be positive, got {lim!r}")
+    t = torch.linspace(-lim, lim, n)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
+    with torch.no_grad():   # in chunks: a 400 x 400 grid through 500 hidden units would need ~0.6 GB at once
+        z = torch.cat([model(c) for c in pts.split(16384)]).reshape(n, n)
+    return xx, yy, z
+
+
+def boundary_points(xx: torch.Tensor, yy: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Points ``(K, 2)`` on the zero level set of ``z`` on a grid, by linear interpolation on grid edges.
+
+        >>> t = torch.linspace(-1, 1, 5); yy, xx = torch.meshgrid(t, t, indexing="ij")
+        >>> p = boundary_points(xx, yy, xx - 0.25)
+        >>> bool(torch.allclose(p[:, 0], torch.full((len(p),), 0.25)))
+        True
+    """
+    if not (xx.shape == yy.shape == z.shape) or z.ndim != 2:
+        raise ValueError(f"xx, yy, z must be (n, n) grids of the same shape, got {xx.shape}, {yy.shape}, {z.shape}")
+    pts = []
+    for axis in (0, 1):
+        a = [slice(None), slice(None)]
+        b = [slice(None), slice(None)]
+        a[axis], b[axis] = slice(None, -1), slice(1, None)
+        za, zb = z[tuple(a)], z[tuple(b)]
+        cross = (za * zb < 0) | ((za == 0) & (zb != 0))
+        t = za[cross] / (za[cross] - zb[cross])
+        px = xx[tuple(a)][cross] + t * (xx[tuple(b)][cross] - xx[tuple(a)][cross])
+        py = yy[tuple(a)][cross] + t * (yy[tuple(b)][cross] - yy[tuple(a)][cross])
+        pts.append(torch.stack([px, py], 1))
+    return torch.cat(pts)
+
+
+def decision_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lim: float = 2.0, n: int = 400) -> float:
+    """Smallest Euclidean distance from a correctly classified training point to the decision boundary.
+
+    The boundary ``{f = 0}`` is located on an ``n x n`` grid over ``[-lim, lim]^2`` (resolution
+    ``2 lim / (n - 1)``, linear interpolation in between). Returns ``0.0`` when a training point is
+    misclassified (it sits on the wrong side: no positive margin) and ``inf`` with no boundary.
+
+    Args:
+        x: ``(N, 2)``; y: ``(N,)`` in {0, 1}.
+    """
+    _check_binary(x, y)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"decision_margin works on 2-D inputs x of shape (N, 2), got {tuple(x.shape)}")
+    with torch.no_grad():
+        pred = (model(x) > 0).to(y.dtype)
+    if bool((pred != y).any()):
+        return 0.0
+    pts = boundary_points(*decision_grid(model, lim, n))
+    if len(pts) == 0:
+        return math.inf
+    return float(torch.cdist(x.float(), pts.float()).min())
+
+
+def feature_responses(yphi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Feature responses ``z = S V^T theta`` of a model linear in features (paper, Sec. 3).
+
+    With ``diag(y_pm) Phi = U S V^T`` (thin SVD), the margins are ``y_pm * (Phi theta) = U z``: the
+    ``j``-th feature (singular direction) has strength ``s_j`` and response ``z_j``.
+
+    Args:
+        yphi: ``(N, P)`` features multiplied by the +-1 labels; theta: ``(P,)`` or ``(T, P)``.
+    Returns:
+        ``(k,)`` or ``(T, k)`` with ``k = min(N, P)``.
+    """
+    _, s, vh = torch.linalg.svd(yphi, full_matrices=False)
+    return (theta @ vh.T) * s
+
+
+def linear_feature_dynamics(yphi: torch.Tensor, *, lam: float = 0.0, weight_decay: float = 0.0, lr: float = 0.1,
+                            steps: int = 1000, record_every: int = 10) -> dict:
+    """Gradient descent on a model linear in fixed features (the NTK regime), from ``theta = 0``.
+
+    Minimises ``L(theta) = mean_i softplus(-m_i) + (lam / 2) mean_i m_i^2 + (weight_decay / 2) ||theta||^2``
+    with margins ``m = yphi @ theta`` (``m_i = y_i f(x_i)``, so ``m_i^2 = f(x_i)^2``: the ``lam`` term
+    is spectral decoupling). In feature responses ``z = S V^T theta`` gradient flow reads
+    ``dz/dt = -S^2 dL/dz``: with cross-entropy alone the growth of one response lowers the
+    gradient ``sigma(-m)`` that every other feature sees (coupling, "starvation"); the spectral
+    decoupling term adds ``-lam S^2 z`` per feature, and its fixed point does not depend on ``S``.
+
+    Args:
+        yphi: ``(N, P)`` label-signed features.
+    Returns:
+        dict with ``steps (T,)``, ``theta (T, P)``, ``z (T, k)`` feature responses,
+        ``strengths (k,)`` singular values, ``margins (T, N)``.
+    """
+    if not torch.is_tensor(yphi) or yphi.ndim != 2:
+        raise ValueError(f"yphi must be a (N, P) tensor, got {getattr(yphi, 'shape', type(yphi))}")
+    for name, v in (("lam", lam), ("weight_decay", weight_decay)):
+        if not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    yphi = yphi.double()
+    n = yphi.shape[0]
+    theta = torch.zeros(yphi.shape[1], dtype=torch.float64)
+    rec_t, rec = [], []
+    for step in range(steps + 1):
+        if step % record_every == 0 or step == steps:
+            rec_t.append(step)
+            rec.append(theta.clone())
+        if step == steps:
+            break
+        m = yphi @ theta
+        # d/dm [softplus(-m)] = -sigmoid(-m); d/dm [(lam/2) m^2] = lam m
+        grad_m = (-torch.sigmoid(-m) + lam * m) / n
+        theta = theta - lr * (yphi.T @ grad_m + weight_decay * theta)
+    thetas = torch.stack(rec)
+    _, s, _ = torch.linalg.svd(yphi, full_matrices=False)
+    return {"steps": torch.tensor(rec_t), "theta": thetas, "z": feature_responses(yphi, thetas),
+            "strengths": s, "margins": thetas @ yphi.T}
+
+
+def ntk_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Empirical NTK features: the Jacobian ``(N, P)`` of the scalar output w.r.t. all parameters.
+
+    Around the current weights ``w0`` the network is ``f(x; w) ~ f(x; w0) + J(x) (w - w0)``: a linear
+    model in the features ``J(x)``; ``J J^T`` is the empirical neural tangent kernel.
+    """
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def f(p, xi):
+        return torch.func.functional_call(model, p, (xi[None],))[0]
+
+    jac = torch.func.vmap(torch.func.jacrev(f), in_dims=(None, 0))(params, x)
+    return torch.cat([j.reshape(len(x), -1) for j in jac.values()], 1)

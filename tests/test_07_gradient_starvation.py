@@ -1,0 +1,292 @@
+"""Tests for chapter 07 (gradient starvation): spectral decoupling losses, data builders, dynamics tools."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from symviz.checks import check_spectral_decoupling
+from symviz.data.starvation import (colored_fashion_mnist, colored_images, color_agreement, shape_agreement,
+                                    two_feature_task, two_moons_with_margin)
+from symviz.losses import spectral_decoupling, spectral_decoupling_centred, spectral_decoupling_loss
+from symviz.models.starvation import (MLP, BRANCHES, boundary_points, decision_grid, decision_margin, feature_responses,
+                                      linear_feature_dynamics, ntk_features, train_colored_branches, train_full_batch)
+
+torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------- losses
+
+def test_sd_value_binary_and_multiclass():
+    z = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    assert float(spectral_decoupling(z, 0.5)) == pytest.approx(0.25 * (1 + 4 + 9) / 3)
+    zc = torch.tensor([[1.0, 2.0], [0.0, -1.0]], dtype=torch.float64)
+    assert float(spectral_decoupling(zc, 2.0)) == pytest.approx((5 + 1) / 2)
+    assert float(spectral_decoupling(z, 0.0)) == 0.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 5), st.floats(0.0, 10.0), st.floats(-3.0, 3.0))
+def test_sd_properties(batch, classes, lam, scale):
+    g = torch.Generator().manual_seed(batch * 7 + classes)
+    z = torch.randn(batch, classes, generator=g, dtype=torch.float64)
+    p = spectral_decoupling(z, lam)
+    # quadratic in the logits, invariant to reordering the batch, gradient lam * z / batch
+    assert torch.allclose(spectral_decoupling(scale * z, lam), scale ** 2 * p)
+    assert torch.allclose(spectral_decoupling(z[torch.randperm(batch, generator=g)], lam), p)
+    zz = z.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(spectral_decoupling(zz, lam), zz)
+    assert torch.allclose(grad, lam * z / batch)
+
+
+@pytest.mark.parametrize("lam", [-0.1, float("nan"), float("inf"), "1", True, None])
+def test_sd_bad_lambda(lam):
+    with pytest.raises(ValueError, match="lam"):
+        spectral_decoupling(torch.zeros(3), lam)
+
+
+@pytest.mark.parametrize("logits", [torch.zeros(2, 3, 4), torch.zeros(0), torch.tensor(1.0), [1.0, 2.0]])
+def test_sd_bad_shape(logits):
+    with pytest.raises(ValueError, match="logits"):
+        spectral_decoupling(logits, 0.1)
+
+
+def test_sd_loss_is_ce_plus_penalty():
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(10, generator=g), (torch.rand(10, generator=g) > 0.5).float()
+    assert torch.allclose(spectral_decoupling_loss(z, y, 0.3),
+                          F.binary_cross_entropy_with_logits(z, y) + 0.15 * (z ** 2).mean())
+    zc, yc = torch.randn(10, 4, generator=g), torch.randint(0, 4, (10,), generator=g)
+    assert torch.allclose(spectral_decoupling_loss(zc, yc, 0.3),
+                          F.cross_entropy(zc, yc) + 0.15 * (zc ** 2).sum(1).mean())
+    with pytest.raises(ValueError, match="targets"):
+        spectral_decoupling_loss(z, y[:5], 0.1)
+
+
+def test_sd_centred():
+    y = torch.tensor([0, 1, 1, 0])
+    assert float(spectral_decoupling_centred(torch.tensor([-2.0, 2.0, 2.0, -2.0]), y, 1.0, gamma=2.0)) == 0.0
+    assert float(spectral_decoupling_centred(torch.tensor([0.0, 0.0, 0.0, 0.0]), y, 1.0, gamma=(0.0, 0.0))) == 0.0
+    assert float(spectral_decoupling_centred(torch.zeros(4), y, 2.0, gamma=1.0)) == pytest.approx(1.0)
+    # gamma = 0 is plain SD
+    z = torch.randn(4, 3)
+    yc = torch.tensor([0, 2, 1, 2])
+    assert torch.allclose(spectral_decoupling_centred(z, yc, 0.7, gamma=0.0), spectral_decoupling(z, 0.7))
+    centres = 3.0 * torch.eye(3)
+    assert float(spectral_decoupling_centred(centres[yc], yc, 1.0, gamma=centres)) == 0.0
+    with pytest.raises(ValueError, match="targets"):
+        spectral_decoupling_centred(torch.zeros(4), torch.tensor([0, 1, 2, 0]), 1.0, gamma=1.0)
+    with pytest.raises(ValueError, match="gamma"):
+        spectral_decoupling_centred(torch.zeros(4), y, 1.0, gamma=(1.0, 2.0, 3.0))
+
+
+def test_check_spectral_decoupling():
+    assert check_spectral_decoupling(lambda z, lam: spectral_decoupling(z, lam))
+    assert not check_spectral_decoupling(lambda z, lam: lam * (z ** 2).mean())          # naive: 2x, mean over all
+    assert not check_spectral_decoupling(lambda z, lam: torch.tensor(float(0.5 * lam * (z ** 2).sum(-1).mean()) if z.ndim == 2
+                                                                    else float(0.5 * lam * (z ** 2).mean())))  # no grad
+
+    def boom(z, lam):
+        raise RuntimeError("oops")
+    assert not check_spectral_decoupling(boom)
+
+
+# ---------------------------------------------------------------- data
+
+@pytest.mark.parametrize("margin", [0.0, 0.1, 0.3])
+def test_two_moons_margin_is_measured(margin):
+    x, y = two_moons_with_margin(n=300, noise=0.1, margin=margin, seed=1)
+    assert x.shape == (300, 2) and set(y.tolist()) == {0, 1}
+    assert float(x[y == 1, 0].max()) <= -margin + 1e-6
+    assert float(x[y == 0, 0].min()) >= margin - 1e-6
+    # the linear classifier f(x) = -x0 has exactly the smallest |x0| as its margin
+    lin = lambda pts: -pts[:, 0]
+    want = float(x[:, 0].abs().min())
+    assert decision_margin(lin, x, y, lim=2.0, n=401) == pytest.approx(want, abs=0.006)   # grid spacing 0.01
+
+
+def test_two_moons_bad_inputs():
+    with pytest.raises(ValueError, match="n must"):
+        two_moons_with_margin(n=2)
+    with pytest.raises(ValueError, match="noise"):
+        two_moons_with_margin(noise=-1.0)
+    with pytest.raises(ValueError, match="margin"):
+        two_moons_with_margin(margin=float("nan"))
+
+
+def test_colored_images_correlations():
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    imgs = torch.rand(n, 28, 28, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    env = colored_images(imgs, labels, 0.2, label_noise=0.25, size=14, generator=g)
+    assert env.x.shape == (n, 2, 14, 14)
+    assert abs(color_agreement(env) - 0.8) < 0.015
+    assert abs(shape_agreement(env) - 0.75) < 0.015
+    # the picture is in the colour channel, the other channel is empty
+    idx = torch.arange(n)
+    assert float(env.x[idx, 1 - env.color].abs().max()) == 0.0
+    assert torch.allclose(env.x[idx, env.color], F.avg_pool2d(imgs[:, None], 2)[:, 0])
+    gray = env.grayscale()
+    assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray.sum(1), env.x.sum(1))
+
+
+def test_colored_images_bad_inputs():
+    imgs, labels = torch.rand(5, 28, 28), torch.arange(5)
+    with pytest.raises(ValueError, match="images"):
+        colored_images(torch.rand(5, 14, 14), labels, 0.1)
+    with pytest.raises(ValueError, match="labels"):
+        colored_images(imgs, torch.arange(4), 0.1)
+    with pytest.raises(ValueError, match="color_flip"):
+        colored_images(imgs, labels, 1.5)
+    with pytest.raises(ValueError, match="label_noise"):
+        colored_images(imgs, labels, 0.1, label_noise=0.7)
+    with pytest.raises(ValueError, match="size"):
+        colored_images(imgs, labels, 0.1, size=10)
+
+
+def test_colored_fashion_mnist_measured():
+    d = colored_fashion_mnist(4000, 3000, size=7, seed=3)
+    m = d.measured
+    assert d.train.x.shape == (4000, 2, 7, 7) and d.test.x.shape == (3000, 2, 7, 7)
+    assert abs(m["train_color_agreement"] - 0.85) < 0.025
+    assert abs(m["test_color_agreement"] - 0.10) < 0.025
+    assert abs(m["train_shape_agreement"] - 0.75) < 0.03 and abs(m["test_shape_agreement"] - 0.75) < 0.03
+    # the two training halves have their own colour flip rates (0.2, 0.1)
+    h = 2000
+    assert abs(float((d.train.color[:h].float() == d.train.y[:h]).float().mean()) - 0.8) < 0.03
+    assert abs(float((d.train.color[h:].float() == d.train.y[h:]).float().mean()) - 0.9) < 0.03
+    with pytest.raises(ValueError, match="n_train"):
+        colored_fashion_mnist(5)
+
+
+def test_two_feature_task():
+    yphi, y = two_feature_task(100, (3.0, 1.0), (0.3, 0.1))
+    assert yphi.shape == (100, 2) and y.shape == (100,)
+    assert int((yphi[:, 0] == 3.0).sum()) == 90 and int((yphi[:, 1] == 1.0).sum()) == 70
+    with pytest.raises(ValueError, match="strengths"):
+        two_feature_task(10, (0.0, 1.0))
+    with pytest.raises(ValueError, match="only"):
+        two_feature_task(10, (1.0, 1.0), (0.7, 0.6))
+
+
+# ---------------------------------------------------------------- models and dynamics
+
+def test_mlp_shapes_and_errors():
+    assert MLP(2, 8)(torch.zeros(4, 2)).shape == (4,)
+    assert MLP(2 * 7 * 7, 8, out_dim=3, depth=2, init="xavier")(torch.zeros(4, 2, 7, 7)).shape == (4, 3)
+    with pytest.raises(ValueError, match="hidden"):
+        MLP(2, 0)
+    with pytest.raises(ValueError, match="init"):
+        MLP(2, 4, init="he")
+    with pytest.raises(ValueError, match="features"):
+        MLP(3, 4)(torch.zeros(2, 2))
+
+
+def test_boundary_points_circle():
+    xx, yy, _ = decision_grid(lambda p: p[:, 0], lim=1.5, n=201)
+    z = xx ** 2 + yy ** 2 - 1.0
+    pts = boundary_points(xx, yy, z)
+    r = pts.norm(dim=1)
+    assert len(pts) > 100 and float((r - 1).abs().max()) < 2e-3
+
+
+def test_decision_margin_misclassified_is_zero():
+    x = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1])          # f = -x0 puts both on the wrong side
+    assert decision_margin(lambda p: -p[:, 0], x, y) == 0.0
+    with pytest.raises(ValueError, match="binary"):
+        decision_margin(lambda p: p[:, 0], x, torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="2-D"):
+        decision_margin(lambda p: p[:, 0], torch.zeros(2, 3), y)
+
+
+def test_feature_responses_reproduce_margins():
+    g = torch.Generator().manual_seed(0)
+    yphi = torch.randn(20, 7, generator=g, dtype=torch.float64)
+    theta = torch.randn(7, generator=g, dtype=torch.float64)
+    u, s, vh = torch.linalg.svd(yphi, full_matrices=False)
+    assert torch.allclose(u @ feature_responses(yphi, theta), yphi @ theta)
+
+
+def test_sd_fixed_point_does_not_depend_on_strength():
+    """Section 2: with SD the fixed point of the feature responses is independent of S; with CE it is not."""
+    w2 = {}
+    for lam in (0.0, 0.1):
+        for s1 in (1.0, 6.0):
+            yphi, _ = two_feature_task(60, (s1, 1.0), (0.3, 0.1))
+            th = linear_feature_dynamics(yphi, lam=lam, lr=0.02, steps=8000, record_every=8000)["theta"][-1]
+            w2[(lam, s1)] = float(th[1])
+    assert abs(w2[(0.1, 1.0)] - w2[(0.1, 6.0)]) < 1e-3          # decoupled
+    assert w2[(0.0, 6.0)] < 0.97 * w2[(0.0, 1.0)]                 # starvation under cross-entropy
+    # the SD fixed point satisfies lam * m = sigma(-m) averaged as in the gradient: check stationarity
+    yphi, _ = two_feature_task(60, (6.0, 1.0), (0.3, 0.1))
+    th = linear_feature_dynamics(yphi, lam=0.1, lr=0.02, steps=6000)["theta"][-1]
+    m = yphi.double() @ th
+    grad = yphi.double().T @ (-torch.sigmoid(-m) + 0.1 * m) / 60
+    assert float(grad.abs().max()) < 1e-5
+
+
+def test_linear_feature_dynamics_bad_inputs():
+    with pytest.raises(ValueError, match="yphi"):
+        linear_feature_dynamics(torch.zeros(3))
+    with pytest.raises(ValueError, match="lam"):
+        linear_feature_dynamics(torch.zeros(3, 2), lam=-1.0)
+    with pytest.raises(ValueError, match="lr"):
+        linear_feature_dynamics(torch.zeros(3, 2), lr=0)
+
+
+def test_ntk_features_linearise_the_network():
+    torch.manual_seed(0)
+    net = MLP(2, 16).double()
+    x = torch.randn(9, 2, dtype=torch.float64)
+    jac = ntk_features(net, x)
+    n_params = sum(p.numel() for p in net.parameters())
+    assert jac.shape == (9, n_params)
+    delta = [1e-6 * torch.randn_like(p) for p in net.parameters()]
+    f0 = net(x)
+    with torch.no_grad():
+        for p, d in zip(net.parameters(), delta):
+            p.add_(d)
+    lin = f0 + jac @ torch.cat([d.reshape(-1) for d in delta])
+    assert torch.allclose(net(x), lin, atol=1e-10)
+
+
+def test_train_full_batch_sd_shrinks_logits_and_snapshots():
+    x, y = two_moons_with_margin(n=60, seed=0)
+    out = {}
+    for lam in (0.0, 0.5):
+        torch.manual_seed(0)
+        net = MLP(2, 32)
+        grid = torch.zeros(5, 2)
+        r = train_full_batch(net, x, y, lam=lam, steps=200, snapshot_every=100, grid=grid)
+        assert [s for s, _ in r.snapshots] == [0, 100, 200]
+        out[lam] = float(net(x).abs().mean())
+        assert r.history["train_acc"].iloc[-1] > 0.95
+    assert out[0.5] < out[0.0]
+    with pytest.raises(ValueError, match="snapshot_every"):
+        train_full_batch(MLP(2, 4), x, y, snapshot_every=10)
+    with pytest.raises(ValueError, match="optimizer"):
+        train_full_batch(MLP(2, 4), x, y, optimizer="lbfgs")
+
+
+def test_colored_branches_share_phase_one_and_adam_memory():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(80, 2, 7, 7, generator=g), (torch.rand(80, generator=g) > 0.5).long()
+    make = lambda: MLP(98, 16, depth=2, init="xavier")
+    out = train_colored_branches(make, x, y, x, y, branches=list(BRANCHES), steps=60, anneal=30, lr=1e-3,
+                                 coef=2e-5, log_every=10)
+    assert set(out) == set(BRANCHES)
+    h = {k: v.history for k, v in out.items()}
+    for k in h:   # identical shared phase
+        assert h[k]["nll"].iloc[:3].tolist() == h["erm"]["nll"].iloc[:3].tolist()
+    params = {k: torch.cat([p.detach().reshape(-1) for p in v.model.parameters()]) for k, v in out.items()}
+    # after the switch, the stale Adam state makes the rescaled steps tiny; a fresh Adam does not see the scale
+    moved_sd = float((params["sd"] - params["rescaled_ce"]).abs().max())
+    moved_fresh = float((params["sd_fresh_adam"] - params["rescaled_ce"]).abs().max())
+    assert moved_sd < 0.5 * moved_fresh
+    with pytest.raises(ValueError, match="branches"):
+        train_colored_branches(make, x, y, x, y, branches=["magic"], steps=10, anneal=5)
+    with pytest.raises(ValueError, match="anneal"):
+        train_colored_branches(make, x, y, x, y, steps=10, anneal=10)
