@@ -1,0 +1,141 @@
+"""The comparisons of chapter 02 (learned canonicalization), as functions the notebook, tests and
+benchmark share.
+
+* :func:`make_image_model` builds one of the image classifiers compared on C4-rotated test images:
+  a plain CNN, the same CNN trained with rotation augmentation, the CNN behind the image-moment
+  heuristic, the CNN behind a learned C4 canonicalizer (Kaba et al., ICML 2023) and a P4 G-CNN
+  (Cohen & Welling, ICML 2016).
+* :func:`make_pointset_model` builds PointNet, PointNet behind PCA frames, and PointNet behind a
+  learned SO(3) frame.
+* :func:`train_classifier` trains any of them with :func:`symviz.train.fit` (cross-entropy, Adam).
+* :func:`accuracy` evaluates in batches without gradients.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..train import fit
+from .canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCanonicalizer, PCAFrameCanonicalizer,
+                        PointFrameCanonicalizer, PointNetClassifier)
+from .gcnn import P4CNN, SmallCNN
+
+__all__ = ["IMAGE_MODELS", "POINTSET_MODELS", "make_image_model", "make_pointset_model", "train_classifier",
+           "accuracy", "rot90_augment", "c4_invariance_error", "se3_invariance_error"]
+
+IMAGE_MODELS = ("cnn", "cnn_augmented", "moments", "learned", "p4cnn")
+"""Names of the image classifiers, in the order the chapter shows them."""
+
+POINTSET_MODELS = ("pointnet", "pca", "learned")
+
+
+def rot90_augment(x: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of a batch ``(B, C, H, W)`` by a fresh random multiple of 90° (augmentation)."""
+    k = torch.randint(0, 4, (x.shape[0],), device=x.device)
+    out = x.clone()
+    for j in range(1, 4):
+        sel = k == j
+        if sel.any():
+            out[sel] = torch.rot90(x[sel], j, dims=(-2, -1))
+    return out
+
+
+def make_image_model(kind: str, n_classes: int = 10, width: int = 16, canon_hidden: int = 8,
+                     canon_pool: int = 1) -> nn.Module:
+    """One of :data:`IMAGE_MODELS`. ``cnn_augmented`` is the plain CNN (augmentation happens in training).
+
+    ``width`` is the CNN's channel count (the P4CNN gets ``width // 2`` per rotation, a similar
+    parameter count); ``canon_hidden`` and ``canon_pool`` size the learned canonicalizer.
+    """
+    if kind not in IMAGE_MODELS:
+        raise ValueError(f"kind must be one of {', '.join(IMAGE_MODELS)}, got {kind!r}")
+    if kind in ("cnn", "cnn_augmented"):
+        return SmallCNN(1, n_classes, width)
+    if kind == "moments":
+        return CanonicalizedModel(MomentImageCanonicalizer(4, method="axis"), SmallCNN(1, n_classes, width))
+    if kind == "learned":
+        return CanonicalizedModel(C4ImageCanonicalizer(1, hidden=canon_hidden, pool=canon_pool),
+                                  SmallCNN(1, n_classes, width))
+    return P4CNN(1, n_classes, max(width // 2, 2))
+
+
+def make_pointset_model(kind: str, n_classes: int, hidden: int = 64, canon_hidden: int = 16) -> nn.Module:
+    """One of :data:`POINTSET_MODELS`: plain PointNet, PointNet behind PCA frames, or behind a learned SO(3) frame."""
+    if kind not in POINTSET_MODELS:
+        raise ValueError(f"kind must be one of {', '.join(POINTSET_MODELS)}, got {kind!r}")
+    backbone = PointNetClassifier(n_classes, hidden)
+    if kind == "pointnet":
+        return backbone
+    if kind == "pca":
+        return CanonicalizedModel(PCAFrameCanonicalizer("SO(3)"), backbone)
+    return CanonicalizedModel(PointFrameCanonicalizer(canon_hidden, "SO(3)"), backbone)
+
+
+def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, lr: float = 3e-3,
+                     batch_size: int = 64, seed: int = 0, device: str = "auto",
+                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False):
+    """Train ``model`` on ``(x, y)`` with cross-entropy through :func:`symviz.train.fit`; returns the FitResult.
+
+    ``augment`` (e.g. :func:`rot90_augment`) transforms every training batch.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+
+    def loss_fn(m, batch):
+        xb, yb = batch
+        if augment is not None:
+            xb = augment(xb)
+        return F.cross_entropy(m(xb), yb)
+
+    return fit(model, loss_fn, loader, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress,
+               desc=type(model).__name__)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Fraction of ``x`` classified as ``y`` (eval mode, batched, on the model's device)."""
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    was = model.training
+    model.eval()
+    dev = next(model.parameters(), torch.empty(0)).device
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i:i + batch_size].to(dev)).argmax(-1).cpu() == y[i:i + batch_size]).sum())
+    model.train(was)
+    return correct / len(x)
+
+
+@torch.no_grad()
+def c4_invariance_error(model: nn.Module, x: torch.Tensor) -> float:
+    """Worst relative change of ``model``'s outputs when the images ``x: (B, C, H, W)`` are rotated by
+    90°, 180° or 270° (``rot90``, exact): ``max_k ‖f(r^k·x) − f(x)‖ / ‖f(x)‖``."""
+    from ..equivariance import invariance_error
+
+    if not torch.is_tensor(x) or x.ndim != 4:
+        raise ValueError(f"x must be images (B, C, H, W), got {getattr(x, 'shape', type(x))}")
+    was = model.training
+    model.eval()
+    err = max(invariance_error(model, x, lambda t, k=k: torch.rot90(t, k, dims=(-2, -1))) for k in (1, 2, 3))
+    model.train(was)
+    return err
+
+
+def se3_invariance_error(model: nn.Module, x: torch.Tensor, trials: int = 5, seed: int = 0) -> float:
+    """Worst relative change of ``model``'s outputs on point sets ``x: (B, N, 3)`` under random rotations,
+    translations and point permutations, computed in float64 on a copy of the model."""
+    import copy
+
+    from ..equivariance import check_equivariance
+
+    if not torch.is_tensor(x) or x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"x must be point sets (B, N, 3), got {getattr(x, 'shape', type(x))}")
+    m = copy.deepcopy(model).double().eval()
+    return check_equivariance(m, (x.double(),), ("point",), "scalar", group="SE(3)xS_n", trials=trials,
+                              seed=seed).max_error

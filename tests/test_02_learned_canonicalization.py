@@ -1,0 +1,277 @@
+"""Tests for chapter 02 (learned canonicalization): canonicalizers, wrapper, G-CNN, data, check."""
+
+import pytest
+import torch
+from torch import nn
+
+from symviz.checks import check_gram_schmidt_frame
+from symviz.data.pointsets import covariance_anisotropy, make_pointsets, make_templates
+from symviz.data.rotated_images import random_rot90, rotated_image_task
+from symviz.groups import random_orthogonal, random_rotation
+from symviz.models.canonical import (C4ImageCanonicalizer, CanonicalizedModel, CnImageCanonicalizer,
+                                     MomentImageCanonicalizer, PCAFrameCanonicalizer, PointFrameCanonicalizer,
+                                     PointNetClassifier, canonical_frame_consistency, gram_schmidt, pose_spread, rotate_images_cn,
+                                     rotation_angle, straight_through_onehot)
+from symviz.models.canonical_experiments import (IMAGE_MODELS, POINTSET_MODELS, accuracy, c4_invariance_error,
+                                                 make_image_model, make_pointset_model, se3_invariance_error,
+                                                 train_classifier)
+from symviz.models.gcnn import P4CNN, P4GroupConv, P4LiftingConv, SmallCNN
+
+GEN = torch.Generator().manual_seed(0)
+
+
+def rot(x, k):
+    return torch.rot90(x, k, dims=(-2, -1))
+
+
+# ---------------------------------------------------------------- images: C4 canonicalizers
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_c4_canonicalizer_is_exactly_equivariant(k):
+    torch.manual_seed(1)
+    canon = C4ImageCanonicalizer(in_channels=2, hidden=4).double()
+    x = torch.rand(8, 2, 12, 12, dtype=torch.float64, generator=GEN)
+    a, b = canon(x), canon(rot(x, k))
+    assert torch.equal((b.element - a.element) % 4, torch.full((8,), k))
+    assert torch.equal(a.canonical, b.canonical)
+    # scores shift cyclically: s(r^k x)_j = s(x)_{j-k}
+    assert torch.allclose(b.scores, torch.roll(a.scores, k, dims=1), atol=1e-12)
+
+
+def test_canonical_is_inverse_rotation_of_input():
+    canon = C4ImageCanonicalizer(hidden=4)
+    x = torch.rand(5, 1, 8, 8, generator=GEN)
+    res = canon(x)
+    for i in range(5):
+        assert torch.equal(res.canonical[i], rot(x[i], -int(res.element[i])))
+
+
+def test_pooled_canonicalizer_still_exact():
+    canon = C4ImageCanonicalizer(hidden=4, pool=2)
+    x = torch.rand(4, 1, 12, 12, generator=GEN)
+    assert torch.equal(canon(x).canonical, canon(rot(x, 3)).canonical)
+
+
+def test_c8_exact_on_90_degrees_only_approximate_on_45():
+    torch.manual_seed(0)
+    canon = CnImageCanonicalizer(n=8, hidden=4)
+    x = torch.rand(16, 1, 12, 12, generator=GEN)
+    h0 = canon(x).element
+    assert torch.equal((canon(rot(x, 1)).element - h0) % 8, torch.full((16,), 2))
+    # 45° uses interpolation: the canonical input is not reproduced exactly
+    assert not torch.equal(canon(rotate_images_cn(x, 1, 8)).canonical, canon(x).canonical)
+
+
+@pytest.mark.parametrize("method", ["centroid", "axis"])
+def test_moment_heuristic_is_c4_equivariant(method):
+    canon = MomentImageCanonicalizer(method=method)
+    x = torch.rand(10, 1, 12, 12, dtype=torch.float64, generator=GEN) ** 4  # generic (asymmetric) images
+    a = canon(x)
+    for k in (1, 2, 3):
+        b = canon(rot(x, k))
+        assert torch.equal((b.element - a.element) % 4, torch.full((10,), k))
+        assert torch.equal(a.canonical, b.canonical)
+
+
+def test_straight_through_forward_is_onehot_and_gradient_flows():
+    s = torch.randn(6, 4, generator=GEN, requires_grad=True)
+    w = straight_through_onehot(s, tau=0.5)
+    assert torch.equal(w, nn.functional.one_hot(s.argmax(-1), 4).float())
+    (w * torch.randn(6, 4, generator=GEN)).sum().backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def test_gradients_reach_the_canonicalizer_through_the_wrapper():
+    torch.manual_seed(0)
+    model = CanonicalizedModel(C4ImageCanonicalizer(hidden=4), SmallCNN(1, 3, 4))
+    x = torch.rand(4, 1, 12, 12, generator=GEN)
+    nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0])).backward()
+    grads = [p.grad for p in model.canonicalizer.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_wrapper_invariant_for_classification_and_vanilla_is_not():
+    torch.manual_seed(0)
+    model = CanonicalizedModel(C4ImageCanonicalizer(hidden=4), SmallCNN(1, 5, 8)).double()
+    x = torch.rand(6, 1, 12, 12, dtype=torch.float64, generator=GEN)
+    y, res = model.forward_with_details(x)
+    assert res.scores.shape == (6, 4) and res.element.dtype == torch.long
+    for k in (1, 2, 3):
+        assert torch.equal(model(rot(x, k)), y)
+    assert c4_invariance_error(SmallCNN(1, 5, 8).double(), x) > 1e-3
+
+
+def test_wrapper_equivariant_for_dense_outputs():
+    torch.manual_seed(0)
+    backbone = nn.Conv2d(1, 2, 3, padding=1).double()
+    model = CanonicalizedModel(C4ImageCanonicalizer(hidden=4), backbone, output="equivariant").double()
+    x = torch.rand(3, 1, 10, 10, dtype=torch.float64, generator=GEN)
+    for k in (1, 2, 3):
+        assert torch.allclose(model(rot(x, k)), rot(model(x), k), atol=1e-12)
+
+
+# ---------------------------------------------------------------- G-CNN
+
+def test_p4_layers_equivariant():
+    torch.manual_seed(0)
+    lift, gconv = P4LiftingConv(2, 3).double(), P4GroupConv(3, 4).double()
+    x = torch.rand(2, 2, 9, 9, dtype=torch.float64, generator=GEN)
+    f = lift(x)
+    assert torch.allclose(lift(rot(x, 1)), torch.roll(rot(f, 1), 1, dims=2), atol=1e-12)
+    assert torch.allclose(gconv(torch.roll(rot(f, 1), 1, dims=2)), torch.roll(rot(gconv(f), 1), 1, dims=2), atol=1e-12)
+
+
+def test_p4cnn_invariant_float64():
+    torch.manual_seed(0)
+    net = P4CNN(1, 4, 4).double()
+    x = torch.rand(3, 1, 12, 12, dtype=torch.float64, generator=GEN)
+    assert c4_invariance_error(net, x) < 1e-12
+
+
+# ---------------------------------------------------------------- point sets
+
+def test_gram_schmidt_so3_and_o3():
+    v = [torch.randn(7, 3, dtype=torch.float64, generator=GEN) for _ in range(3)]
+    F = gram_schmidt(v[0], v[1])
+    assert torch.allclose(F.transpose(-1, -2) @ F, torch.eye(3, dtype=torch.float64).expand(7, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.det(F), torch.ones(7, dtype=torch.float64))
+    Q = random_rotation(dtype=torch.float64, generator=GEN)
+    assert torch.allclose(gram_schmidt(v[0] @ Q.T, v[1] @ Q.T), Q @ F, atol=1e-12)
+    P = -torch.eye(3, dtype=torch.float64) @ Q  # an improper orthogonal map
+    G = gram_schmidt(*v)
+    assert torch.allclose(gram_schmidt(*[u @ P.T for u in v]), P @ G, atol=1e-12)
+
+
+@pytest.mark.parametrize("group", ["SO(3)", "O(3)"])
+def test_point_frame_canonicalizer_equivariant(group):
+    torch.manual_seed(0)
+    canon = PointFrameCanonicalizer(hidden=8, group=group).double()
+    x = torch.randn(5, 9, 3, dtype=torch.float64, generator=GEN)
+    for _ in range(3):
+        Q = (random_rotation if group == "SO(3)" else random_orthogonal)(dtype=torch.float64, generator=GEN)
+        t = torch.randn(3, dtype=torch.float64, generator=GEN)
+        perm = torch.randperm(9, generator=GEN)
+        a, b = canon(x), canon((x @ Q.T + t)[:, perm])
+        assert torch.allclose(b.element, Q @ a.element, atol=1e-9)
+        assert torch.allclose(b.canonical, a.canonical[:, perm], atol=1e-9)
+    if group == "SO(3)":
+        assert torch.allclose(torch.det(canon(x).element), torch.ones(5, dtype=torch.float64))
+
+
+def test_pca_frame_equivariant_where_defined_and_unstable_on_isotropic_shapes():
+    aniso = make_pointsets(40, seed=0, whiten=False)
+    iso = make_pointsets(40, seed=0, whiten=True)
+    pca = PCAFrameCanonicalizer()
+    x = aniso.x.double()
+    Q = random_rotation(dtype=torch.float64, generator=GEN)
+    assert torch.allclose(pca(x @ Q.T).canonical, pca(x).canonical, atol=1e-8)
+    sel = aniso.y == 0
+    spread_aniso = pose_spread(pca(aniso.x[sel]).element, aniso.rotations[sel].float())
+    sel = iso.y == 0
+    spread_iso = pose_spread(pca(iso.x[sel]).element, iso.rotations[sel].float())
+    assert spread_aniso < 10 < 60 < spread_iso
+
+
+def test_canonicalized_pointnet_invariant_and_equivariant_points():
+    torch.manual_seed(0)
+    data = make_pointsets(6, n_points=10)
+    model = CanonicalizedModel(PointFrameCanonicalizer(8), PointNetClassifier(5))
+    assert se3_invariance_error(model, data.x) < 1e-10
+    assert se3_invariance_error(PointNetClassifier(5), data.x) > 1e-3
+    # equivariant output: a per-point displacement predicted in the canonical frame
+    disp = CanonicalizedModel(PointFrameCanonicalizer(8), nn.Linear(3, 3), output="equivariant",
+                              output_kind="point").double()
+    x = data.x.double()
+    Q, t = random_rotation(dtype=torch.float64, generator=GEN), torch.randn(3, dtype=torch.float64, generator=GEN)
+    assert torch.allclose(disp(x @ Q.T + t), disp(x) @ Q.T + t, atol=1e-9)
+
+
+def test_canonical_frame_consistency_zero_for_equivariant_frames():
+    torch.manual_seed(0)
+    x = make_pointsets(4, n_points=10).x.double()
+    assert float(canonical_frame_consistency(PointFrameCanonicalizer(8).double(), x).max()) < 1e-9
+    # a fixed frame (the identity) does not turn with the input: the canonical input moves
+    fixed = lambda pts: PCAFrameCanonicalizer()._finish(pts, pts.mean(1), torch.eye(3, dtype=pts.dtype).expand(len(pts), 3, 3))
+    assert float(canonical_frame_consistency(fixed, x).min()) > 0.1
+
+
+def test_rotation_angle():
+    Rz = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
+    assert abs(float(rotation_angle(Rz, torch.eye(3, dtype=torch.float64))) - 90) < 1e-9
+
+
+# ---------------------------------------------------------------- data
+
+def test_pointsets_measured():
+    d = make_pointsets(50, n_classes=5, n_points=12, noise=0.0, seed=3)
+    assert d.x.shape == (50, 12, 3) and d.x.dtype == torch.float32
+    assert torch.bincount(d.y).tolist() == [10] * 5
+    assert torch.allclose(torch.det(d.rotations), torch.ones(50, dtype=torch.float64))
+    # without noise each sample is an exactly rotated (and shuffled) template: same sorted distances
+    t = d.templates[d.y[0]]
+    assert torch.allclose(torch.cdist(d.x[0].double(), d.x[0].double()).flatten().sort().values,
+                          torch.cdist(t, t).flatten().sort().values, atol=1e-5)
+    assert float(covariance_anisotropy(d.x).max()) < 1e-4            # whitened: isotropic covariance
+    assert float(covariance_anisotropy(make_pointsets(20, whiten=False, noise=0.0).x).min()) > 0.1
+
+
+def test_rotated_image_task_and_random_rot90():
+    task = rotated_image_task("digits", n_train=60, n_test=40, size=8, seed=1)
+    assert task.x_train.shape == (60, 1, 8, 8) and task.x_test.shape == (40, 1, 8, 8)
+    assert task.n_classes == 10 and set(task.test_rotation.tolist()) <= {0, 1, 2, 3}
+    x = torch.rand(6, 1, 8, 8, generator=GEN)
+    y, k = random_rot90(x, torch.Generator().manual_seed(0))
+    for i in range(6):
+        assert torch.equal(y[i], rot(x[i], int(k[i])))
+
+
+# ---------------------------------------------------------------- experiments, check
+
+def test_models_build_and_train_briefly():
+    torch.manual_seed(0)
+    x = torch.rand(40, 1, 12, 12, generator=GEN)
+    y = torch.arange(40) % 2
+    for kind in IMAGE_MODELS:
+        m = make_image_model(kind, 2, width=4, canon_hidden=4)
+        assert m(x[:3]).shape == (3, 2)
+    m = make_image_model("learned", 2, width=4, canon_hidden=4)
+    res = train_classifier(m, x, y, epochs=2, device="cpu", batch_size=20)
+    assert len(res.history) == 2 and 0.0 <= accuracy(m, x, y) <= 1.0
+    for kind in POINTSET_MODELS:
+        assert make_pointset_model(kind, 3, hidden=8, canon_hidden=4)(torch.randn(2, 6, 3)).shape == (2, 3)
+
+
+def test_check_gram_schmidt_frame_accepts_reference_and_rejects_mistakes():
+    assert check_gram_schmidt_frame(gram_schmidt)
+    assert not check_gram_schmidt_frame(lambda a, b: gram_schmidt(a, b).transpose(-1, -2))
+    assert not check_gram_schmidt_frame(lambda a, b: torch.stack([a, b, torch.linalg.cross(a, b, dim=-1)], -1))
+    assert not check_gram_schmidt_frame(lambda a, b: 1 / 0)
+
+
+# ---------------------------------------------------------------- bad inputs
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: C4ImageCanonicalizer()(torch.rand(2, 1, 8, 10)), "square"),
+    (lambda: C4ImageCanonicalizer()(torch.rand(2, 8, 8)), r"\(B, C, H, W\)"),
+    (lambda: C4ImageCanonicalizer(in_channels=3)(torch.rand(2, 1, 8, 8)), "channel"),
+    (lambda: CnImageCanonicalizer(n=0), "positive integer"),
+    (lambda: C4ImageCanonicalizer(tau=0.0), "tau"),
+    (lambda: C4ImageCanonicalizer(pool=2)(torch.rand(1, 1, 9, 9)), "pool"),
+    (lambda: MomentImageCanonicalizer(method="median"), "method"),
+    (lambda: PointFrameCanonicalizer(group="E(2)"), "SO\\(3\\)"),
+    (lambda: PointFrameCanonicalizer()(torch.randn(2, 5, 2)), r"\(B, N, 3\)"),
+    (lambda: PCAFrameCanonicalizer()(torch.randn(2, 2, 3)), "at least 3 points"),
+    (lambda: gram_schmidt(torch.randn(2, 3), torch.randn(2, 2)), "v2"),
+    (lambda: straight_through_onehot(torch.randn(4)), "scores"),
+    (lambda: CanonicalizedModel(C4ImageCanonicalizer(), nn.Identity(), output="covariant"), "output"),
+    (lambda: P4CNN()(torch.rand(1, 1, 10, 10)), "divisible by 4"),
+    (lambda: P4LiftingConv(1, 2, kernel_size=4), "odd"),
+    (lambda: make_pointsets(0), "n_samples"),
+    (lambda: make_templates(n_points=2), "n_points"),
+    (lambda: rotated_image_task("digits", n_train=0), "n_train"),
+    (lambda: make_image_model("resnet"), "kind"),
+    (lambda: pose_spread(torch.eye(3)[None], torch.eye(3)[None]), "M >= 2"),
+])
+def test_bad_inputs_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
