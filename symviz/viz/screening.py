@@ -1,0 +1,150 @@
+"""Figures for chapter 06 (screening for large magnetic moments). Nothing here trains a model.
+
+* :func:`parity_plots`: predicted vs true moment, one panel per model (matplotlib).
+* :func:`importance_chart`: the descriptors kept by stochastic selection (matplotlib).
+* :func:`candidates_scatter`: the screened pool, random forest vs graph network, coloured by their
+  disagreement (plotly, hover for the formula).
+* :func:`candidate_explorer`: choose a top candidate and see its crystal with sites coloured by their
+  magnetic moment (ipywidgets + nglview; a static figure under ``SYMVIZ_STATIC=1``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .widgets import show
+
+__all__ = ["parity_plots", "importance_chart", "candidates_scatter", "moment_colors", "candidate_explorer"]
+
+
+def parity_plots(y_true: Sequence[float], predictions: dict[str, Sequence[float]], unit: str = "μB/atom",
+                 size: float = 3.0):
+    """One parity panel per model: predicted vs true, the diagonal, and the MAE in the title."""
+    import matplotlib.pyplot as plt
+
+    y = np.asarray(y_true, dtype=float)
+    if not predictions:
+        raise ValueError("parity_plots: predictions must map model name -> predicted values")
+    fig, axes = plt.subplots(1, len(predictions), figsize=(size * len(predictions), size), squeeze=False,
+                             sharex=True, sharey=True)
+    hi = max(float(y.max()), max(float(np.max(p)) for p in predictions.values())) * 1.05
+    for ax, (name, p) in zip(axes[0], predictions.items()):
+        p = np.asarray(p, dtype=float)
+        if p.shape != y.shape:
+            raise ValueError(f"parity_plots: {name} has {p.size} predictions for {y.size} labels")
+        ax.plot([0, hi], [0, hi], color="#999", lw=1)
+        ax.scatter(y, p, s=10, alpha=0.6)
+        ax.set_title(f"{name}\nMAE {np.mean(np.abs(p - y)):.3f} {unit}", fontsize=9)
+        ax.set_xlabel(f"CHGNet moment ({unit})", fontsize=8)
+        ax.set_xlim(0, hi), ax.set_ylim(0, hi)
+    axes[0, 0].set_ylabel(f"predicted ({unit})", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def importance_chart(names: Sequence[str], scores: Sequence[float], top: int = 20, title: str | None = None):
+    """Horizontal bar chart of the ``top`` descriptors by score."""
+    import matplotlib.pyplot as plt
+
+    names, scores = list(names)[:top], np.asarray(scores, dtype=float)[:top]
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(names) + 1))
+    ax.barh(range(len(names))[::-1], scores, color="#4C72B0")
+    ax.set_yticks(range(len(names))[::-1], names, fontsize=8)
+    ax.set_xlabel("selection score (importance × how well its subsets predicted)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def candidates_scatter(table, x: str = "random forest", y: str = "CGCNN", color: str = "disagreement",
+                       hover: Sequence[str] = ("id", "formula", "truth"), top: int | None = None):
+    """A plotly scatter of the screened pool: two models' predictions, coloured by their disagreement.
+
+    ``table`` is a DataFrame (e.g. from :func:`symviz.models.screening.rank_candidates` with a
+    ``formula`` column added); the ``top`` rows (ranked) are drawn as stars.
+    """
+    import plotly.graph_objects as go
+
+    for col in (x, y, color):
+        if col not in table:
+            raise ValueError(f"candidates_scatter: table has no column {col!r}; columns: {list(table.columns)}")
+    hover = [h for h in hover if h in table]
+    text = ["<br>".join(f"{h}: {row[h]:.2f}" if isinstance(row[h], float) else f"{h}: {row[h]}" for h in hover)
+            for _, row in table.iterrows()]
+    symbols = ["star" if (top is not None and i < top) else "circle" for i in range(len(table))]
+    fig = go.Figure(go.Scatter(
+        x=table[x], y=table[y], mode="markers", text=text, hoverinfo="text", showlegend=False,
+        marker=dict(color=table[color], colorscale="Viridis", showscale=True, size=9, symbol=symbols,
+                    colorbar=dict(title=color), line=dict(width=0.5, color="#333"))))
+    hi = float(max(table[x].max(), table[y].max())) * 1.05
+    fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", line=dict(color="#aaa", dash="dot"),
+                             hoverinfo="skip", showlegend=False))
+    fig.update_layout(xaxis_title=f"{x} prediction (μB/atom)", yaxis_title=f"{y} prediction (μB/atom)",
+                      height=460, width=620, margin=dict(l=40, r=20, t=40, b=40),
+                      title="Screened pool (stars: top candidates)")
+    return fig
+
+
+def moment_colors(moments: Sequence[float], vmax: float | None = None, cmap: str = "viridis") -> list[str]:
+    """Hex colours for site moments (0 -> dark, ``vmax`` -> bright).
+
+    >>> moment_colors([0.0, 2.0], vmax=2.0)
+    ['#440154', '#fde725']
+    """
+    import matplotlib
+
+    m = np.abs(np.asarray(moments, dtype=float))
+    vmax = float(vmax if vmax is not None else max(m.max(), 1e-9))
+    cm = matplotlib.colormaps[cmap]
+    return [matplotlib.colors.to_hex(cm(min(v / vmax, 1.0))) for v in m]
+
+
+def candidate_explorer(table, structures: dict, site_moments: dict, vmax: float | None = None):
+    """Choose a candidate from ``table`` (ranked DataFrame with ``id``) and view it, sites coloured by moment.
+
+    ``structures`` and ``site_moments`` map id -> pymatgen Structure / per-site moments (μB).
+    Without a widget frontend: a static picture of the top candidate.
+    """
+    from .molecules import static_atoms_figure, to_atoms
+
+    ids = list(table["id"])
+    if not ids:
+        raise ValueError("candidate_explorer: the table is empty")
+    for i in ids:
+        if i not in structures or i not in site_moments:
+            raise ValueError(f"candidate_explorer: no structure or site moments for candidate {i!r}")
+    vmax = vmax or max(float(np.max(site_moments[i])) for i in ids)
+
+    def label(i):
+        row = table[table["id"] == i].iloc[0]
+        f = structures[i].composition.reduced_formula
+        return f"{f}: predicted {row['mean_prediction']:.2f} ± {row['disagreement']:.2f} μB/atom"
+
+    def static():
+        i = ids[0]
+        return static_atoms_figure(to_atoms(structures[i]), moment_colors(site_moments[i], vmax), title=label(i))
+
+    def widget():
+        import ipywidgets as W
+
+        from .molecules import view_structure
+
+        out = W.Output()
+        pick = W.Dropdown(options=[(label(i), i) for i in ids], description="candidate",
+                          layout=W.Layout(width="90%"))
+
+        def redraw(change=None):
+            with out:
+                out.clear_output(wait=True)
+                i = pick.value
+                m = np.asarray(site_moments[i], dtype=float)
+                print("site moments (μB):", ", ".join(f"{s.specie.symbol} {v:.2f}" for s, v in zip(structures[i], m)))
+                view_structure(structures[i], colors=moment_colors(m, vmax), supercell=(2, 2, 2))
+
+        pick.observe(redraw, names="value")
+        redraw()
+        return W.VBox([pick, out])
+
+    return show(widget, static)

@@ -1,0 +1,354 @@
+"""Tests for chapter 06: crystal graphs, CGCNN, candidate pool, label cache, descriptors, screening metrics."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+from pymatgen.core import Composition, Lattice, Structure  # noqa: E402
+
+from symviz.data import crystal_graph as CG  # noqa: E402
+from symviz.data import descriptors as D  # noqa: E402
+from symviz.data import magnetic as M  # noqa: E402
+from symviz.models import screening as S  # noqa: E402
+from symviz.models.cgcnn import CGCNN  # noqa: E402
+
+
+def _heusler():
+    return M.scale_to_radii(M.prototype_structure("L2_1_Heusler", ["Co", "Mn", "Si"]))
+
+
+def _nias():
+    return M.scale_to_radii(M.prototype_structure("B8_1_NiAs", ["Mn", "Bi"]))
+
+
+def _random_rotation(seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+# ---------------------------------------------------------------- crystal graphs and CGCNN
+
+def test_graph_bcc_neighbours():
+    fe = Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    g = CG.structure_to_graph(fe, cutoff=3.0, max_neighbors=None)
+    assert g.num_edges == 2 * 14  # 8 at 2.49 Å + 6 at 2.87 Å
+    assert torch.allclose(g.distances.min(), torch.tensor(2.87 * 3 ** 0.5 / 2), atol=1e-4)
+    # max_neighbors=12: the 12th neighbour lies in the 2nd shell, so all 6 atoms tied with it are kept (14)
+    g12 = CG.structure_to_graph(fe, cutoff=3.0, max_neighbors=12)
+    assert g12.num_edges == 2 * 14  # ties at the 12th distance are all kept
+
+
+def test_graph_single_atom_cell_sees_its_images():
+    po = Structure(Lattice.cubic(3.0), ["Po"], [[0, 0, 0]])
+    g = CG.structure_to_graph(po, cutoff=3.1)
+    assert g.num_edges == 6 and bool((g.edge_index == 0).all())
+
+
+def test_collate_offsets_and_targets():
+    graphs = CG.structures_to_graphs([_heusler(), _nias()], cutoff=4.0, targets=[1.0, 2.0])
+    b = CG.collate_graphs(graphs)
+    assert b.num_graphs == 2 and b.y.shape == (2, 1)
+    assert int(b.edge_index.max()) < b.node_features.shape[0]
+    assert b.batch.tolist() == [0] * graphs[0].num_nodes + [1] * graphs[1].num_nodes
+    assert int(b.edge_index[:, graphs[0].num_edges:].min()) == graphs[0].num_nodes
+
+
+def test_custom_node_features_are_pluggable():
+    s = _heusler()
+    own = [np.random.default_rng(0).normal(size=(len(s), 7))]
+    g = CG.structures_to_graphs([s], cutoff=4.0, node_features=own)[0]
+    assert g.node_features.shape == (len(s), 7)
+    g2 = CG.structures_to_graphs([s], node_features=lambda site: [site.specie.X, site.specie.Z])[0]
+    assert g2.node_features.shape == (len(s), 2)
+    model = CGCNN(node_dim=7, cutoff=4.0).eval()
+    assert model(CG.collate_graphs([g])).shape == (1, 1)
+
+
+def _predict(model, structures, **kw):
+    with torch.no_grad():
+        return model(CG.collate_graphs(CG.structures_to_graphs(structures, **kw)))
+
+
+@pytest.mark.parametrize("pool", ["mean", "sum"])
+def test_cgcnn_invariances_float64(pool):
+    torch.manual_seed(0)
+    model = CGCNN(node_dim=92, cutoff=4.5, n_conv=2, pool=pool).double().eval()
+    s = _heusler()
+    base = _predict(model, [s], cutoff=4.5)
+    # rotation of the whole crystal (lattice rotated, fractional coordinates unchanged)
+    for seed in range(3):
+        R = _random_rotation(seed)
+        rot = Structure(Lattice(s.lattice.matrix @ R.T), s.species, s.frac_coords)
+        assert torch.allclose(_predict(model, [rot], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
+    # translation and site permutation
+    moved = Structure(s.lattice, s.species, s.frac_coords + np.array([0.13, -0.4, 0.71]))
+    assert torch.allclose(_predict(model, [moved], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
+    perm = np.random.default_rng(1).permutation(len(s))
+    shuffled = Structure(s.lattice, [s.species[i] for i in perm], s.frac_coords[perm])
+    assert torch.allclose(_predict(model, [shuffled], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
+    # supercell: same crystal; mean pooling gives the same value, sum pooling doubles it
+    sup = _predict(model, [s * (2, 1, 1)], cutoff=4.5)
+    expected = base if pool == "mean" else 2 * base
+    assert torch.allclose(sup, expected, rtol=1e-8, atol=1e-9)
+
+
+def test_cgcnn_is_not_blind_to_geometry():
+    torch.manual_seed(0)
+    model = CGCNN(node_dim=92, cutoff=5.0).double().eval()
+    s = _heusler()
+    squeezed = s.copy()
+    squeezed.scale_lattice(s.volume * 0.8)
+    assert not torch.allclose(_predict(model, [s]), _predict(model, [squeezed]))
+
+
+def test_cgcnn_per_site_output_and_bad_inputs():
+    model = CGCNN(node_dim=92, cutoff=4.0, pool=None).eval()
+    b = CG.collate_graphs(CG.structures_to_graphs([_nias()], cutoff=4.0))
+    assert model(b).shape == (len(_nias()), 1)
+    with pytest.raises(ValueError, match="node_dim"):
+        CGCNN(node_dim=10, cutoff=4.0)(b)
+    with pytest.raises(ValueError, match="pool"):
+        CGCNN(pool="max")
+
+
+def test_graph_bad_inputs():
+    with pytest.raises(TypeError, match="pymatgen Structure"):
+        CG.structures_to_graphs(["Fe"])
+    overlapping = Structure(Lattice.cubic(3.0), ["Fe", "Fe"], [[0, 0, 0], [0.01, 0, 0]])
+    with pytest.raises(ValueError, match="apart"):
+        CG.structures_to_graphs([overlapping])
+    disordered = Structure(Lattice.cubic(3.0), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    with pytest.raises(ValueError, match="disordered"):
+        CG.structures_to_graphs([disordered])
+    with pytest.raises(ValueError, match="node_features"):
+        CG.structures_to_graphs([_nias()], node_features="magic")
+    with pytest.raises(ValueError, match="targets"):
+        CG.structures_to_graphs([_nias()], targets=[1.0, 2.0])
+
+
+# ---------------------------------------------------------------- pool and labels
+
+def test_pool_valid_non_overlapping():
+    protos = M.decorated_prototypes(26, seed=3)
+    assert len({p["id"] for p in protos}) == 26
+    assert {p["prototype"] for p in protos} == set(M.PROTOTYPES)  # round-robin covers every prototype
+    for p in protos:
+        s = p["structure"]
+        assert s.is_ordered and s.is_valid(tol=0.5)
+        assert M.min_distance_ratio(s) == pytest.approx(1.0, abs=1e-6)  # closest pair just touches
+        assert any(el.symbol in M.MAGNETIC_ELEMENTS for el in s.composition.elements)
+
+
+def test_prototype_formulas_and_symmetry():
+    import spglib
+
+    cases = {("L2_1_Heusler", ("Co", "Mn", "Si")): ("MnCo2Si", 225), ("D0_3_BiF3", ("Fe", "Al")): ("Fe3Al", 225),
+             ("B2_CsCl", ("Fe", "Co")): ("FeCo", 221), ("B8_1_NiAs", ("Mn", "Bi")): ("MnBi", 194),
+             ("E2_1_perovskite", ("Y", "Fe", "O")): ("YFeO3", 221), ("A3_hcp", ("Co",)): ("Co", 194)}
+    for (name, els), (formula, sg) in cases.items():
+        s = M.scale_to_radii(M.prototype_structure(name, els))
+        assert s.composition.reduced_formula == Composition(formula).reduced_formula
+        ds = spglib.get_symmetry_dataset((s.lattice.matrix, s.frac_coords, [x.specie.Z for x in s]), symprec=1e-3)
+        assert ds.number == sg, name
+
+
+def test_pool_bad_inputs():
+    with pytest.raises(ValueError, match="unknown element"):
+        M.prototype_structure("B2_CsCl", ["Fe", "Xx"])
+    with pytest.raises(ValueError, match="unknown prototype"):
+        M.prototype_structure("Z9", ["Fe"])
+    with pytest.raises(ValueError, match="slots"):
+        M.prototype_structure("B2_CsCl", ["Fe"])
+
+
+def test_real_structures_offline():
+    real = M.real_structures(max_sites=4, n=5, seed=0)
+    assert len(real) == 5
+    for r in real:
+        assert len(r["structure"]) <= 4
+        assert any(el.symbol in M.MAGNETIC_ELEMENTS for el in r["structure"].composition.elements)
+
+
+def test_reference_structures_match_table():
+    refs = M.reference_structures()
+    assert set(refs) == {r["material"] for r in M.REFERENCE_MOMENTS}
+    for r in M.REFERENCE_MOMENTS:
+        s = refs[r["material"]]
+        assert s.composition.reduced_formula == Composition(r["material"]).reduced_formula
+        assert M.min_distance_ratio(s) > 0.75, r["material"]
+        assert r["source"]
+
+
+def test_structure_hash_sensitivity():
+    s = _nias()
+    t = s.copy()
+    t.translate_sites([0], [1.0, 0, 0])  # a whole lattice vector: same crystal
+    assert M.structure_hash(s) == M.structure_hash(t)
+    u = s.copy()
+    u.replace(0, "Fe")
+    assert M.structure_hash(s) != M.structure_hash(u)
+
+
+def test_label_cache_detects_stale_and_corrupt(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeModel:  # CHGNet stand-in: moment = atomic number / 10 on each site
+        def predict_structure(self, structures, task="em", batch_size=32):
+            calls.append(len(structures))
+            return [{"m": np.array([x.specie.Z / 10 for x in s]), "e": -1.0} for s in structures]
+
+    M._chgnet.cache_clear()
+    monkeypatch.setattr(M, "_chgnet", lambda: FakeModel())
+    path = tmp_path / "labels.json"
+    structs = [_nias(), _heusler()]
+    lab, info = M.chgnet_labels(structs, cache=path)
+    assert info["labelled"] == 2 and calls == [2]
+    assert lab.moment_per_fu[0] == pytest.approx(2.5 + 8.3)  # MnBi: 25/10 + 83/10
+    lab2, info = M.chgnet_labels(structs, cache=path)
+    assert info["hits"] == 2 and info["labelled"] == 0 and lab2.equals(lab)
+    # corrupt one entry: its checksum no longer matches -> relabelled
+    blob = json.loads(path.read_text())
+    key = next(iter(blob["entries"]))
+    blob["entries"][key]["site_moments"][0] = 99.0
+    path.write_text(json.dumps(blob))
+    _, info = M.chgnet_labels(structs, cache=path)
+    assert info["corrupt"] == 1 and info["labelled"] == 1
+    # stale recipe -> everything relabelled
+    _, info = M.chgnet_labels(structs, cache=M.LabelCache(path, recipe={**M.LABEL_RECIPE, "version": -1}))
+    assert info["file_stale"] and info["labelled"] == 2
+    # a corrupt file -> ignored, relabelled, rewritten
+    path.write_text("{not json")
+    _, info = M.chgnet_labels(structs, cache=path)
+    assert info["file_corrupt"] and info["labelled"] == 2
+    assert json.loads(path.read_text())["entries"]
+
+
+def test_labels_bad_inputs(tmp_path):
+    with pytest.raises(TypeError, match="Structure"):
+        M.chgnet_labels(["Fe"], cache=tmp_path / "x.json")
+
+
+# ---------------------------------------------------------------- descriptors
+
+def test_composition_descriptors_match_matminer():
+    from matminer.featurizers.composition import ElementProperty
+
+    props = ["Electronegativity", "GSmagmom", "NdValence"]
+    stats = ["mean", "minimum", "maximum", "range", "avg_dev"]
+    comps = [Composition(c) for c in ["Fe3Al", "Co2MnSi", "Gd", "Ni2MnGa", "Fe3O4"]]
+    ours = D.composition_descriptors(comps, props, stats)
+    ep = ElementProperty("magpie", props, stats)
+    ref = np.array([ep.featurize(c) for c in comps])
+    assert list(ours.columns) == [lab.replace("MagpieData ", "") for lab in ep.feature_labels()]
+    np.testing.assert_allclose(ours.to_numpy(), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_descriptor_errors_and_structure_descriptors():
+    with pytest.raises(ValueError, match="unknown or multi-valued property"):
+        D.composition_descriptors(["Fe"], ["NoSuchProperty"])
+    with pytest.raises(ValueError, match="unknown element|not a chemical formula"):
+        D.composition_descriptors(["Qq2"])
+    with pytest.raises(ValueError, match="unknown stat"):
+        D.composition_descriptors(["Fe"], ["Number"], ["median"])
+    X = D.structure_descriptors([_heusler(), _nias(), M.prototype_structure("A2_bcc", ["Fe"])])
+    assert X.loc[2, "crystal_system"] == 7 and X.loc[2, "coordination_mean"] == 14  # bcc: 8 + 6 within 1.2 x nearest
+    assert X.loc[0, "spacegroup"] == 225 and X.loc[1, "spacegroup"] == 194
+    assert X.loc[0, "crystal_system"] == 7 and X.loc[1, "crystal_system"] == 6
+    assert np.all(X["packing_fraction"].between(0.1, 1.0))
+    assert X.loc[1, "mag_fraction"] == pytest.approx(0.5)
+
+
+def test_stochastic_selection_finds_the_signal():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(120, 30)), columns=[f"d{i}" for i in range(30)])
+    y = 2 * X["d3"] - X["d17"] + 0.05 * rng.normal(size=120)
+    res = D.stochastic_descriptor_selection(X, y, n_select=5, n_rounds=25, subset_size=8, n_estimators=20)
+    assert set(res.selected[:2]) == {"d3", "d17"}
+    with pytest.raises(ValueError, match="rows"):
+        D.stochastic_descriptor_selection(X, y[:10])
+
+
+# ---------------------------------------------------------------- screening
+
+def test_recall_and_baselines():
+    y = np.arange(20.0)
+    assert S.recall_at_k(y, y, 5) == 1.0
+    assert S.recall_at_k(y, -y, 5) == 0.0
+    assert S.random_recall_at_k(20, 5) == 0.25
+    with pytest.raises(ValueError, match="k must be"):
+        S.recall_at_k(y, y, 0)
+    comps = ["Fe", "Co", "FeCo", "Ni"]
+    base = S.ElementAverageBaseline(alpha=1e-9).fit(comps, [2.0, 1.6, 1.8, 0.6])
+    assert base.predict(["FeCo"])[0] == pytest.approx(1.8, abs=1e-6)
+    assert base.predict(["Fe3Al"]).shape == (1,)  # unseen Al gets the mean element weight
+    assert S.MeanBaseline().fit(None, [1.0, 3.0]).predict([0, 0, 0]).tolist() == [2.0] * 3
+
+
+def test_disagreement_and_spearman():
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([1.5, 2.0, 1.0])
+    np.testing.assert_allclose(S.disagreement(a, b), [0.5, 0.0, 2.0])
+    assert S.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    assert S.permutation_pvalue(x, x + 0.1 * rng.normal(size=60), n_perm=200) < 0.01
+    with pytest.raises(ValueError, match="at least two"):
+        S.disagreement(a)
+    table = S.rank_candidates(["a", "b", "c"], {"rf": a, "cgcnn": b}, k=2, truth=[1, 2, 3])
+    assert list(table["id"]) == ["b", "c"] and "abs_error" in table
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny graphs: one torch thread is faster, and avoids pathological slow-downs on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_train_cgcnn_learns_a_simple_target(one_thread):
+    structs = [M.scale_to_radii(M.prototype_structure("B2_CsCl", [a, b]))
+               for a in ("Fe", "Co", "Ni", "Mn") for b in ("Al", "Ga", "Si", "Cu", "Pd")]
+    y = [[float(s.composition.average_electroneg)] for s in structs]
+    graphs = CG.structures_to_graphs(structs, cutoff=4.0, targets=y)
+    model, res = S.train_cgcnn(graphs[:16], graphs[16:], epochs=40, batch_size=8, hidden=16, n_conv=1,
+                               cutoff=4.0, device="cpu", patience=None)
+    assert res.history["train_loss"].iloc[-1] < 0.5 * res.history["train_loss"].iloc[0]
+    assert S.predict_cgcnn(model, graphs).shape == (20,)
+
+
+# ---------------------------------------------------------------- figures (static mode)
+
+def test_viz_screening_static(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("SYMVIZ_STATIC", "1")
+    from symviz.viz import screening as V
+
+    y = np.array([0.1, 1.0, 2.0, 0.5])
+    fig = V.parity_plots(y, {"a": y + 0.1, "b": y[::-1]})
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match="predictions"):
+        V.parity_plots(y, {"a": y[:2]})
+    table = S.rank_candidates(["p", "q", "r", "s"], {"random forest": y, "CGCNN": y + 0.2}, truth=y)
+    table["formula"] = ["Fe", "Co", "Ni", "Mn"]
+    sc = V.candidates_scatter(table, top=2)
+    assert len(sc.data) == 2 and list(sc.data[0].marker.symbol[:2]) == ["star", "star"]
+    with pytest.raises(ValueError, match="no column"):
+        V.candidates_scatter(table, x="nope")
+    assert V.moment_colors([0, 1, 2])[0] != V.moment_colors([0, 1, 2])[2]
+    structs = {i: _nias() for i in table["id"]}
+    moments = {i: [2.0, 2.0, 0.1, 0.1] for i in table["id"]}
+    fig = V.candidate_explorer(table, structs, moments)
+    assert fig is not None  # the static fallback figure
+    with pytest.raises(ValueError, match="no structure"):
+        V.candidate_explorer(table, {}, moments)
