@@ -1,0 +1,71 @@
+"""Chapter 01 hot paths: E-MLP / relaxed E-MLP / noise E-MLP train steps, canonicalization and the
+relaxed-equivariance measurement, on the spin-ring task (D8); full scale adds max-cut (S5, 120 elements)."""
+import time
+
+import torch
+
+
+def _ms(fn, reps):
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps * 1e3
+
+
+def _step(model, task, x):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        task.loss(model(x), x).mean().backward()
+        opt.step()
+    return step
+
+
+def run(scale: str = "quick") -> list[dict]:
+    # one thread, as the notebook does on CPU: these matrices are tiny, and with 2 threads on a shared
+    # machine OpenMP spin-waiting made every step 10-40x slower (measured)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(scale)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(scale: str) -> list[dict]:
+    from symviz.data import symbreak
+    from symviz.models.emlp import relaxed_equivariance_violation
+    from symviz.relaxed import frozen, make_model
+
+    if scale not in ("quick", "full"):
+        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    torch.manual_seed(0)
+    chapter = "01_symmetry_breaking"
+    rows = []
+    specs = [("spin_ring", 8, 128)] + ([("max_cut", 32, 256)] if scale == "full" else [])
+    for name, hidden, batch in specs:
+        task = symbreak.make_task(name, n_train=batch, n_test=16)
+        x = task.x_train.float()
+        reps = 20 if scale == "quick" else 50
+        for kind in ("equivariant", "relaxed", "noise"):
+            model = make_model(kind, task, hidden=hidden)
+            rows.append({"chapter": chapter, "what": f"{kind} E-MLP train step, {name} "
+                         f"({task.group.name}, {hidden} channels, batch {batch})",
+                         "value": _ms(_step(model, task, x), reps), "unit": "ms"})
+        relaxed = make_model("relaxed", task, hidden=hidden)
+        rows.append({"chapter": chapter, "what": f"canonicalization of {batch} inputs, {name} ({task.group.name})",
+                     "value": _ms(lambda: relaxed.breaking(x), reps), "unit": "ms"})
+        m = relaxed.double()
+        xv = torch.cat([task.x_sym[:6], task.x_generic[:6]])
+        rows.append({"chapter": chapter, "what": f"relaxed-equivariance violation, 12 inputs x {task.group.order} "
+                     f"elements, {name}",
+                     "value": _ms(lambda: relaxed_equivariance_violation(frozen(m, "relaxed"), xv, task.rep_in,
+                                                                        task.rep_out), 2), "unit": "ms"})
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(f"{row['what']:<80} {row['value']:10.2f} {row['unit']}")

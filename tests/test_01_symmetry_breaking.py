@@ -1,0 +1,341 @@
+"""Tests for chapter 01: E-MLPs for finite groups, relaxed equivariance, symmetry-breaking tasks."""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from symviz.groups import CyclicGroup, DihedralGroup, SymmetricGroup
+from symviz.models.emlp import (EMLP, CanonicalRelaxed, Canonicalizer, EquivariantLinear, NoiseEMLP, PermutationGroup,
+                                RelaxedEMLP, Representation, SumRep, equivariance_violation, equivariant_basis,
+                                generators, graph_automorphism_group, relaxed_equivariance_violation,
+                                stabilizer_elements)
+from symviz.data import symbreak
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def petersen():
+    import networkx as nx
+
+    A = nx.to_numpy_array(nx.petersen_graph())
+    return A, graph_automorphism_group(A)
+
+
+def symmetric_inputs(n):
+    """Inputs on n nodes with stabilizers of several sizes, plus generic ones."""
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.ones(n, dtype=F64), torch.tensor([1.0, -1.0] * (n // 2), dtype=F64)]
+    mirror = torch.randn(n, generator=g, dtype=F64)
+    mirror = mirror + mirror[(-torch.arange(n)) % n]      # symmetric under i -> -i
+    xs.append(mirror)
+    xs += list(torch.randn(2, n, generator=g, dtype=F64))
+    return torch.stack(xs)
+
+
+# ---------------------------------------------------------------------------------------------- groups, reps
+
+def test_permutation_group_and_automorphisms(petersen):
+    A, G = petersen
+    assert G.order == 120                                  # Aut(Petersen) = S5
+    rng = np.random.default_rng(0)
+    for _ in range(50):                                    # associativity and automorphism property
+        a, b, c = rng.integers(0, G.order, 3)
+        assert G.compose(G.compose(a, b), c) == G.compose(a, G.compose(b, c))
+        p = G.permutation(int(a)).numpy()
+        assert np.array_equal(A[p][:, p], A)
+    assert PermutationGroup([[1, 2, 0]]).order == 3
+    with pytest.raises(ValueError, match="permutations"):
+        PermutationGroup([[0, 0, 1]])
+    with pytest.raises(ValueError, match="symmetric"):
+        graph_automorphism_group(np.array([[0, 1], [0, 0]]))
+
+
+@pytest.mark.parametrize("G", [DihedralGroup(6), SymmetricGroup(4), CyclicGroup(5)])
+def test_generators_generate(G):
+    gens = generators(G)
+    span, frontier = {0}, [0]
+    while frontier:
+        frontier = [c for a in frontier for s in gens if (c := G.compose(a, s)) not in span and not span.add(c)]
+    assert len(span) == G.order
+
+
+def test_representation_validation():
+    D4 = DihedralGroup(4)
+    Representation(D4, D4.matrices())                      # a homomorphism: accepted
+    bad = D4.matrices().clone()
+    bad[[1, 2]] = bad[[2, 1]]                              # swap two rotations: rho(e) still I, not a homomorphism
+    with pytest.raises(ValueError, match="not a representation"):
+        Representation(D4, bad)
+    with pytest.raises(ValueError, match=r"\(8, d, d\)"):
+        Representation(D4, torch.eye(2).repeat(7, 1, 1))
+    with pytest.raises(ValueError, match="perms"):
+        Representation(D4, perms=torch.zeros(8, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="FiniteGroup"):
+        Representation("D4", D4.matrices())
+    perms = Representation.from_group_vertices(D4).perms.clone()
+    perms[[1, 3]] = perms[[3, 1]]
+    with pytest.raises(ValueError, match="not a representation"):
+        Representation(D4, perms=perms)
+
+
+@pytest.mark.parametrize("G", [DihedralGroup(5), SymmetricGroup(4)])
+def test_regular_and_vertex_reps_are_homomorphisms(G):
+    for rep in (Representation.regular(G), Representation.from_group_vertices(G)):
+        M = rep.matrices
+        for a in range(G.order):
+            for b in range(0, G.order, 3):
+                assert torch.equal(M[a] @ M[b], M[G.compose(a, b)])
+
+
+# ---------------------------------------------------------------------------------------------- E-MLP
+
+def _span_equal(A, B):
+    a, b = A.reshape(A.shape[0], -1), B.reshape(B.shape[0], -1)
+    if a.shape[0] != b.shape[0]:
+        return False
+    qa = torch.linalg.qr(a.T).Q
+    return torch.allclose(qa @ (qa.T @ b.T), b.T, atol=1e-9)
+
+
+@pytest.mark.parametrize("G", [DihedralGroup(5), SymmetricGroup(4), CyclicGroup(6)])
+def test_basis_svd_matches_orbits_and_solves_constraint(G):
+    nodes, reg = Representation.from_group_vertices(G), Representation.regular(G)
+    for ri, ro in [(nodes, nodes), (nodes, reg), (reg, nodes)]:
+        B1, B2 = equivariant_basis(ri, ro, method="svd"), equivariant_basis(ri, ro, method="orbits")
+        assert _span_equal(B1, B2)
+        for g in G.elements:                               # every element, not only the generators
+            assert torch.allclose(ro(g) @ B1, B1 @ ri(g), atol=1e-10)
+    if hasattr(G, "matrices"):                             # a rotation representation has no orbit basis
+        with pytest.raises(ValueError, match="permutation"):
+            equivariant_basis(Representation(G, G.matrices()), nodes, method="orbits")
+
+
+def _random_elements_check(model, rep_in, rep_out, x, trials=8, tol=1e-12):
+    gen = torch.Generator().manual_seed(0)
+    els = torch.randint(0, rep_in.group.order, (trials,), generator=gen).tolist()
+    return equivariance_violation(model, x, rep_in, rep_out, elements=els) < tol
+
+
+def test_emlp_equivariance_float64(petersen):
+    cases = []
+    D6, S4, D5 = DihedralGroup(6), SymmetricGroup(4), DihedralGroup(5)
+    n6 = Representation.from_group_vertices(D6)
+    cases.append((n6, n6 + Representation.regular(D6)))
+    n4 = Representation.from_group_vertices(S4)
+    cases.append((n4, n4))
+    plane = Representation(D5, D5.matrices())
+    cases.append((plane, SumRep([(plane, 3)])))
+    _, Gp = petersen
+    import networkx as nx
+    edges = list(nx.petersen_graph().edges())
+    cases.append((Representation.on_edges(Gp, edges), Representation.from_group_vertices(Gp)))
+    torch.manual_seed(0)
+    for rep_in, rep_out in cases:
+        model = EMLP(rep_in, rep_out, hidden=2, depth=2).double()
+        x = torch.randn(4, rep_in.dim, dtype=F64)
+        assert _random_elements_check(model, rep_in, rep_out, x), (rep_in, rep_out)
+
+
+def test_emlp_bad_inputs():
+    D4, C4 = DihedralGroup(4), CyclicGroup(4)
+    n = Representation.from_group_vertices(D4)
+    with pytest.raises(ValueError, match="same group"):
+        EMLP(n, Representation.from_group_vertices(C4))
+    with pytest.raises(ValueError, match="permutation representation"):
+        EMLP(n, n, hidden_rep=Representation(D4, D4.matrices()))
+    with pytest.raises(ValueError, match="hidden"):
+        EMLP(n, n, hidden=0)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
+        EquivariantLinear(n, n)(torch.randn(3, 5))
+    with pytest.raises(ValueError, match="channels"):
+        SumRep([(n, 0)])
+
+
+def test_stabilizer_lemma_for_equivariant_model():
+    D8 = DihedralGroup(8)
+    sites = Representation.from_group_vertices(D8)
+    model = EMLP(sites, sites, hidden=4).double()
+    for x in symmetric_inputs(8):
+        y = model(x[None])[0].detach()
+        assert set(stabilizer_elements(x, sites)) <= set(stabilizer_elements(y, sites, tol=1e-9))
+
+
+# ---------------------------------------------------------------------------------------------- relaxed
+
+@pytest.mark.parametrize("G", [DihedralGroup(6), SymmetricGroup(4)])
+def test_relaxed_emlp_is_relaxed_equivariant_and_breaks_symmetry(G):
+    torch.manual_seed(0)
+    nodes = Representation.from_group_vertices(G)
+    model = RelaxedEMLP(nodes, nodes, hidden=3).double()
+    xs = symmetric_inputs(nodes.dim) if nodes.dim % 2 == 0 else torch.randn(4, nodes.dim, dtype=F64)
+    assert relaxed_equivariance_violation(model, xs, nodes, nodes) < 1e-12
+    assert relaxed_equivariance_violation(lambda v: model(v, sample=True), xs, nodes, nodes) < 1e-12
+    # it breaks the symmetry of a fully symmetric input ...
+    assert equivariance_violation(model, xs[:1], nodes, nodes) > 1e-3
+    # ... and is plainly equivariant on inputs without symmetry (trivial stabilizer)
+    generic = torch.randn(3, nodes.dim, dtype=F64, generator=torch.Generator().manual_seed(3))
+    assert all(len(stabilizer_elements(x, nodes)) == 1 for x in generic)
+    assert equivariance_violation(model, generic, nodes, nodes) < 1e-12
+
+
+def test_relaxed_on_non_permutation_rep():
+    D5 = DihedralGroup(5)
+    plane = Representation(D5, D5.matrices())
+    model = RelaxedEMLP(plane, 4 * plane, hidden=2).double()
+    z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.3, -0.7]], dtype=F64)  # stabilizers of order 10, 2, 1
+    assert [len(stabilizer_elements(v, plane)) for v in z] == [10, 2, 1]
+    assert relaxed_equivariance_violation(model, z, plane, 4 * plane) < 1e-10
+
+
+def test_canonicalizer_coset_property():
+    D6 = DihedralGroup(6)
+    nodes = Representation.from_group_vertices(D6)
+    can = Canonicalizer(nodes)
+    xs = symmetric_inputs(6)
+    res = can(xs)
+    for g in D6.elements:
+        moved = can(torch.stack([nodes.act(g, x) for x in xs]))
+        assert torch.allclose(moved.canonical, res.canonical)          # c(g·x) = c(x)
+        for b in range(len(xs)):                                       # K(g·x) = g K(x)
+            K = set(torch.nonzero(res.candidates[b]).flatten().tolist())
+            assert set(torch.nonzero(moved.candidates[b]).flatten().tolist()) == {D6.compose(g, k) for k in K}
+    sizes = res.candidates.sum(-1).tolist()
+    assert sizes == [len(stabilizer_elements(x, nodes)) for x in xs]  # |K(x)| = |G_x|
+    with pytest.raises(ValueError, match=r"\(batch, 6\)"):
+        can(torch.randn(6))
+
+
+def test_canonical_relaxed_and_noise():
+    D6 = DihedralGroup(6)
+    nodes = Representation.from_group_vertices(D6)
+    xs = symmetric_inputs(6)
+    free = CanonicalRelaxed(torch.nn.Linear(6, 6).double(), nodes, nodes)
+    assert relaxed_equivariance_violation(free, xs, nodes, nodes) < 1e-12
+    assert equivariance_violation(free, xs, nodes, nodes) > 1e-3
+    eq = CanonicalRelaxed(EMLP(nodes, nodes, hidden=2).double(), nodes, nodes)
+    assert equivariance_violation(eq, xs, nodes, nodes) < 1e-12          # equivariant f0: nothing is broken
+    torch.manual_seed(0)
+    noisy = NoiseEMLP(nodes, nodes, hidden=2).double()
+    frozen = lambda v: noisy(v, generator=torch.Generator().manual_seed(0))
+    assert relaxed_equivariance_violation(frozen, xs, nodes, nodes) > 1e-3
+
+
+def test_violation_bad_inputs():
+    D4 = DihedralGroup(4)
+    n = Representation.from_group_vertices(D4)
+    with pytest.raises(ValueError, match=r"\(B, 4\)"):
+        relaxed_equivariance_violation(lambda v: v, torch.randn(4), n, n)
+    with pytest.raises(ValueError, match="f\\(x\\) must have shape"):
+        relaxed_equivariance_violation(lambda v: v[:, :2], torch.randn(2, 4), n, n)
+    with pytest.raises(TypeError, match="callable"):
+        equivariance_violation(None, torch.randn(2, 4), n, n)
+    with pytest.raises(ValueError, match="reduce"):
+        equivariance_violation(lambda v: v, torch.randn(2, 4), n, n, reduce="mean")
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+def _check_loss_invariances(task, n_out=4):
+    """The loss is G-invariant, loss(g·out, g·x) = loss(out, x), and orbit-invariant on G_x."""
+    torch.manual_seed(0)
+    x = torch.cat([task.x_sym[:2], task.x_generic[:2]])
+    out = torch.randn(x.shape[0], task.rep_out.dim, dtype=F64)
+    base = task.loss(out, x)
+    for g in list(task.group.elements)[:: max(1, task.group.order // 12)]:
+        moved = task.loss(task.rep_out.act(g, out), task.rep_in.act(g, x))
+        assert torch.allclose(moved, base, atol=1e-10), (task.name, g)
+    for b in range(x.shape[0]):
+        for h in stabilizer_elements(x[b], task.rep_in):
+            assert torch.allclose(task.loss(task.rep_out.act(h, out[b:b + 1]), x[b:b + 1]), base[b:b + 1], atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["spin_ring", "node_pick", "decoding"])
+def test_task_builders(name):
+    task = symbreak.make_task(name, n_train=16, n_test=8, seed=0)
+    assert task.x_train.shape == (16, task.rep_in.dim) and task.x_sym.shape == (8, task.rep_in.dim)
+    assert (task.floor > task.optimum + 1e-6).all()          # symmetric inputs really need breaking
+    assert all(len(stabilizer_elements(x, task.rep_in)) > 1 for x in task.x_sym)
+    _check_loss_invariances(task)
+
+
+def test_max_cut_task(petersen):
+    task = symbreak.max_cut(n_train=8, n_test=4)
+    assert torch.allclose(task.optimum, torch.full((4,), -12 / 15, dtype=F64))   # Petersen max-cut: 12 of 15 edges
+    _check_loss_invariances(task)
+    with pytest.raises(ValueError, match="graph"):
+        symbreak.max_cut(graph="k5")
+
+
+def test_spin_ring_physics():
+    e, s = symbreak.ground_states(torch.zeros(1, 8, dtype=F64))
+    assert float(e) == -1.0 and abs(float(s[0].sum())) == 0 and bool((s[0] * s[0].roll(1) == -1).all())
+    e, s = symbreak.ground_states(torch.full((1, 8), 3.0, dtype=F64))       # strong field: all aligned
+    assert bool((s == 1).all()) and math.isclose(float(e), 1.0 - 3.0)
+    task = symbreak.spin_ring(n=8, n_train=8, n_test=16)
+    grid = torch.linspace(-1, 1, 4001, dtype=F64)
+    for x, fl in zip(task.x_sym, task.floor):                     # floor = min over uniform spins, by brute force
+        best = symbreak.ising_energy(grid[:, None].expand(-1, 8), x.expand(4001, 8)).min()
+        assert abs(float(best) - float(fl)) < 1e-5
+    with pytest.raises(ValueError, match="even"):
+        symbreak.spin_ring(n=7)
+    with pytest.raises(ValueError, match="n_train"):
+        symbreak.spin_ring(n_train=0)
+    with pytest.raises(ValueError, match="same number of sites"):
+        symbreak.ising_energy(torch.ones(4), torch.ones(5))
+
+
+def test_node_pick_and_decoding_floors():
+    task = symbreak.node_pick(n=6, n_train=8, n_test=32, seed=2)
+    for x, fl in zip(task.x_sym, task.floor):
+        tied = int((x >= x.max() - 1e-6).sum())
+        assert math.isclose(float(fl), math.log(tied), rel_tol=1e-9)    # one orbit of tied nodes on these inputs
+    dec = symbreak.decoding(n_train=8, n_test=2)
+    zeros = torch.zeros(2, 8, dtype=F64)                                 # the equivariant answer at z = 0
+    assert torch.allclose(dec.loss(zeros, dec.x_sym), dec.floor)
+    with pytest.raises(ValueError, match="unknown task"):
+        symbreak.make_task("colouring")
+
+
+# ---------------------------------------------------------------------------------------------- experiment, checks, viz
+
+def test_relaxed_experiment_smoke():
+    from symviz.relaxed import compare, make_model
+
+    task = symbreak.spin_ring(n=4, n_train=32, n_test=4)
+    table, runs = compare(task, seeds=(0,), epochs=2, hidden=2, device="cpu")
+    assert set(table.model) == {"equivariant", "relaxed", "noise"}
+    row = table.set_index("model")
+    assert row.loc["equivariant", "relaxed_violation"] < 1e-12 and row.loc["relaxed", "relaxed_violation"] < 1e-12
+    assert (row.loss_sym.loc["equivariant"] >= task.floor.mean() - 1e-9)
+    with pytest.raises(ValueError, match="kind"):
+        make_model("invariant", task)
+
+
+def test_exercise_checks():
+    from symviz.checks import check_relaxed_violation, check_stabilizer
+
+    assert not check_stabilizer(lambda x, rep: [0])
+    assert check_stabilizer(lambda x, rep: stabilizer_elements(x, rep))
+    assert not check_relaxed_violation(lambda f, x, ri, ro: equivariance_violation(f, x[None], ri, ro))
+    assert check_relaxed_violation(lambda f, x, ri, ro: relaxed_equivariance_violation(f, x[None], ri, ro))
+    assert not check_relaxed_violation(lambda f, x, ri, ro: 1 / 0)
+
+
+def test_viz_static(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from symviz.viz import symbreak as vz
+
+    monkeypatch.setenv("SYMVIZ_STATIC", "1")
+    task = symbreak.node_pick(n=6, n_train=8, n_test=4)
+    models = {"equivariant": EMLP(task.rep_in, task.rep_out, hidden=2).double()}
+    fig = vz.symmetry_breaking_widget({"hexagon": (task, models, task.x_sym[0])}, static_elements=(0, 7))
+    assert fig is not None
+    plt.close("all")
+    assert vz.element_label(task.group, 7) == "mirror #1"
+    with pytest.raises(ValueError, match="at least one"):
+        vz.symmetry_breaking_widget({})
