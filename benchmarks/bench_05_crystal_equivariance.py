@@ -1,0 +1,68 @@
+"""Benchmark for chapter 05: step times of the crystal models and the cost of the symmetry machinery.
+
+``run(scale)`` returns rows ``{"chapter", "what", "value", "unit"}``; the runner adds the notebook's
+quick-mode wall time and peak memory itself.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+CHAPTER = "05_crystal_equivariance"
+
+
+def _time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    t = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t) / repeat * 1000
+
+
+def run(scale: str = "quick") -> list[dict]:
+    if scale not in ("quick", "full"):
+        raise ValueError(f'scale must be "quick" or "full", got {scale!r}')
+    from symviz.data import crystals as C
+    from symviz.models.crystal import CrystalEquivariantNet, OccupancyMLP, SupercellCGCNN
+
+    repeat = 5 if scale == "quick" else 30
+    batch = 32 if scale == "quick" else 256
+    rows = []
+
+    t = time.perf_counter()
+    atoms = C.lattice_supercell("hcp", "Cu")
+    group = C.space_group(atoms, ignore_species=True)
+    perms = C.site_permutations(atoms, group, ignore_species=True)
+    po = C.pair_orbits(perms)
+    rows.append({"chapter": CHAPTER, "what": f"space group + {perms.shape[0]} site permutations + pair orbits (hcp, 36 sites)",
+                 "value": (time.perf_counter() - t) * 1000, "unit": "ms"})
+
+    from ase.calculators.emt import EMT
+    a = atoms.copy()
+    a.numbers[::3] = 79
+    a.calc = EMT()
+    rows.append({"chapter": CHAPTER, "what": "EMT energy of one 36-site configuration",
+                 "value": _time(lambda: (a.calc.reset(), a.get_potential_energy()), repeat), "unit": "ms"})
+
+    x = torch.randint(0, 2, (batch, len(atoms))).float()
+    y = torch.randn(batch)
+    for name, model in (("orbit-equivariant net", CrystalEquivariantNet(po, hidden=32)),
+                        ("CGCNN on the supercell", SupercellCGCNN(atoms, hidden=32)),
+                        ("MLP on occupancies", OccupancyMLP(len(atoms)))):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            loss = ((model(x).energy - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        rows.append({"chapter": CHAPTER, "what": f"{name} train step (batch {batch}, 36 sites)",
+                     "value": _time(step, repeat), "unit": "ms"})
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run("quick"):
+        print(f"{row['what']:<70} {row['value']:10.2f} {row['unit']}")

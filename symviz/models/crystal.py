@@ -1,0 +1,414 @@
+"""Networks equivariant to a crystal's space group, and the baselines they are compared with.
+
+Teaches: S.-O. Kaba and S. Ravanbakhsh, "Equivariant Networks for Crystal Structures", NeurIPS 2022,
+arXiv:2211.15420.
+
+On a fixed supercell with ``n`` sites, the space group ``G`` acts on per-site signals
+``h: (batch, n, c)`` by permutations ``h -> h[:, p_g, :]`` (see :mod:`symviz.data.crystals`).
+A linear map ``W: R^n -> R^n`` commutes with all of them exactly when it is constant on the orbits of
+site *pairs* ``(i, j) -> (g·i, g·j)``. With channels, one weight matrix per pair orbit ``o``:
+
+    y_i = b + Σ_o Σ_{j : (i, j) ∈ o} (1 / k_o(i)) h_j W_o            (paper, sec. 4: weights tied by orbits)
+
+``k_o(i)`` = number of ``j`` with ``(i, j)`` in ``o`` (it is the same for every site of an orbit, so
+the normalisation keeps the equivariance). This is message passing in which a message's weights are
+chosen by the *orbit* of the edge instead of by its length: more expressive than distance-based
+message passing (CGCNN) when two bonds of equal length are not related by symmetry.
+
+Models:
+
+* :class:`OrbitLinear` - the layer above; :class:`CrystalEquivariantNet` - a stack of them with an
+  equivariant per-site readout and the invariant total (their sum).
+* :class:`SupercellCGCNN` - the distance-based baseline: chapter 06's
+  :class:`symviz.models.cgcnn.CGCNN` run on the fixed supercell's periodic graph, with the site
+  occupancies as node features (a thin wrapper; the graph is built once).
+* :class:`OccupancyMLP` - an MLP on the raw occupancy vector (no symmetry at all).
+* :class:`OrbitCGCNN` - CGCNN whose edge filters also read the edge-orbit descriptors of
+  :func:`symviz.data.crystals.orbit_edge_features` (for many different crystals, where one weight per
+  orbit cannot be shared).
+
+    >>> import torch
+    >>> from symviz.data.crystals import lattice_supercell, site_permutations, pair_orbits
+    >>> atoms = lattice_supercell("hcp", "Cu", size=(2, 2, 1))
+    >>> perms = site_permutations(atoms, ignore_species=True)
+    >>> net = CrystalEquivariantNet(pair_orbits(perms), in_dim=2, hidden=8).double()
+    >>> x = torch.nn.functional.one_hot(torch.randint(0, 2, (3, 8)), 2).double()
+    >>> out, out_g = net(x), net(x[:, perms[5], :])
+    >>> bool(torch.allclose(out.energy, out_g.energy)), bool(torch.allclose(out.site[:, perms[5]], out_g.site))
+    (True, True)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["CrystalPrediction", "orbit_basis", "OrbitLinear", "CrystalEquivariantNet", "OccupancyMLP",
+           "SupercellCGCNN", "OrbitCGCNN", "fit_alloy_model", "alloy_mae"]
+
+
+class CrystalPrediction(NamedTuple):
+    """``energy: (batch,)`` (invariant) and ``site: (batch, n)`` (equivariant; None if not available)."""
+
+    energy: torch.Tensor
+    site: torch.Tensor | None
+
+
+def orbit_basis(pair_orbits: Any, normalize: bool = True, orbits: Sequence[int] | None = None) -> torch.Tensor:
+    """Indicator matrices of the pair orbits: ``(K, n, n)`` with ``A[o, i, j] = 1`` iff ``(i, j) ∈ o``.
+
+    With ``normalize``, each row of ``A[o]`` is divided by its count ``k_o(i)`` (a mean over the
+    ``j`` of that orbit). ``orbits`` keeps only those orbit labels (e.g. short bonds only).
+
+    >>> orbit_basis(np.array([[0, 1], [1, 0]])).shape
+    torch.Size([2, 2, 2])
+    """
+    po = torch.as_tensor(np.asarray(pair_orbits), dtype=torch.long)
+    if po.ndim != 2 or po.shape[0] != po.shape[1] or po.shape[0] == 0:
+        raise ValueError(f"orbit_basis: pair_orbits must be a square (n, n) array of orbit labels, got {tuple(po.shape)}")
+    if (po < 0).any():
+        raise ValueError("orbit_basis: orbit labels must be non-negative integers")
+    labels = range(int(po.max()) + 1) if orbits is None else list(orbits)
+    A = torch.stack([(po == o).double() for o in labels])
+    if (A.sum(dim=(1, 2)) == 0).any():
+        raise ValueError("orbit_basis: some requested orbit labels do not occur in pair_orbits")
+    if normalize:
+        A = A / A.sum(dim=2, keepdim=True).clamp(min=1.0)
+    return A
+
+
+class OrbitLinear(nn.Module):
+    """The equivariant linear layer ``y_i = b + Σ_o Σ_j A[o, i, j] h_j W_o`` (Kaba & Ravanbakhsh 2022).
+
+    Args:
+        pair_orbits: ``(n, n)`` orbit labels (:func:`symviz.data.crystals.pair_orbits`).
+        in_dim, out_dim: channels. ``h: (..., n, in_dim) -> (..., n, out_dim)``.
+    Parameters: ``weight (K, in_dim, out_dim)``, ``bias (out_dim,)``: ``K·in·out`` weights whatever ``n``.
+    """
+
+    def __init__(self, pair_orbits: Any, in_dim: int, out_dim: int, normalize: bool = True):
+        super().__init__()
+        for name, v in (("in_dim", in_dim), ("out_dim", out_dim)):
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"OrbitLinear: {name} must be a positive int, got {v!r}")
+        basis = orbit_basis(pair_orbits, normalize=normalize)
+        self.register_buffer("basis", basis.float())
+        K = basis.shape[0]
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.weight = nn.Parameter(torch.randn(K, in_dim, out_dim) / math.sqrt(K * in_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+
+    @property
+    def n_sites(self) -> int:
+        return int(self.basis.shape[1])
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.ndim < 2 or h.shape[-2] != self.n_sites or h.shape[-1] != self.in_dim:
+            raise ValueError(f"OrbitLinear: h must be (..., n_sites={self.n_sites}, in_dim={self.in_dim}), "
+                             f"got {tuple(h.shape)}")
+        basis = self.basis.to(h.dtype)
+        msgs = torch.einsum("kij,...jc->...kic", basis, h)            # mean over j in each orbit
+        return torch.einsum("...kic,kcd->...id", msgs, self.weight.to(h.dtype)) + self.bias.to(h.dtype)
+
+
+class CrystalEquivariantNet(nn.Module):
+    """Space-group-equivariant network on a fixed supercell.
+
+    ``x: (batch, n) occupancies or (batch, n, in_dim) features`` ->
+    :class:`CrystalPrediction` with ``site: (batch, n)`` (equivariant: ``site(x[:, p]) = site(x)[:, p]``)
+    and ``energy = site.sum(-1)`` (invariant, extensive).
+
+    Layers: per-site embedding, ``n_layers`` residual blocks ``h <- h + SiLU(OrbitLinear(h))``, and a
+    per-site MLP readout (a per-site map is equivariant to any permutation).
+    """
+
+    def __init__(self, pair_orbits: Any, in_dim: int = 2, hidden: int = 32, n_layers: int = 2):
+        super().__init__()
+        if not (isinstance(hidden, int) and hidden >= 1):
+            raise ValueError(f"CrystalEquivariantNet: hidden must be a positive int, got {hidden!r}")
+        if not (isinstance(n_layers, int) and n_layers >= 0):
+            raise ValueError(f"CrystalEquivariantNet: n_layers must be a non-negative int, got {n_layers!r}")
+        if not (isinstance(in_dim, int) and in_dim >= 1):
+            raise ValueError(f"CrystalEquivariantNet: in_dim must be a positive int, got {in_dim!r}")
+        self.in_dim = in_dim
+        self.embed = nn.Linear(in_dim, hidden)
+        self.layers = nn.ModuleList([OrbitLinear(pair_orbits, hidden, hidden) for _ in range(n_layers)])
+        self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.n_sites = int(np.asarray(pair_orbits).shape[0])
+
+    def forward(self, x: torch.Tensor) -> CrystalPrediction:
+        x = _as_features(x, self.n_sites, self.in_dim, "CrystalEquivariantNet")
+        h = self.embed(x.to(self.embed.weight.dtype))
+        for layer in self.layers:
+            h = h + torch.nn.functional.silu(layer(h))
+        site = self.readout(h).squeeze(-1)
+        return CrystalPrediction(energy=site.sum(-1), site=site)
+
+
+def _as_features(x: torch.Tensor, n: int, in_dim: int, where: str) -> torch.Tensor:
+    if not torch.is_tensor(x):
+        raise TypeError(f"{where}: x must be a tensor, got {type(x).__name__}")
+    if x.ndim == 2 and in_dim == 2:  # occupancies -> one-hot [A, B]
+        x = torch.stack([1 - x, x], dim=-1)
+    elif x.ndim == 2 and in_dim == 1:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[1] != n or x.shape[2] != in_dim:
+        raise ValueError(f"{where}: x must be (batch, n_sites={n}) occupancies or (batch, {n}, {in_dim}) "
+                         f"features, got {tuple(x.shape)}")
+    return x
+
+
+class OccupancyMLP(nn.Module):
+    """An MLP on the raw occupancy vector ``x: (batch, n) -> energy (batch,)``: no symmetry built in.
+
+    It sees site ``i`` as a fixed input coordinate, so relabelling the sites by a symmetry operation
+    changes its prediction; it has to learn the symmetry from data.
+    """
+
+    def __init__(self, n_sites: int, hidden: int = 64, n_layers: int = 2):
+        super().__init__()
+        if not (isinstance(n_sites, int) and n_sites >= 1):
+            raise ValueError(f"OccupancyMLP: n_sites must be a positive int, got {n_sites!r}")
+        layers, width = [], n_sites
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
+        self.n_sites = n_sites
+
+    def forward(self, x: torch.Tensor) -> CrystalPrediction:
+        if x.ndim == 3 and x.shape[-1] == 2:
+            x = x[..., 1]
+        if x.ndim != 2 or x.shape[1] != self.n_sites:
+            raise ValueError(f"OccupancyMLP: x must be (batch, n_sites={self.n_sites}) occupancies, got {tuple(x.shape)}")
+        return CrystalPrediction(energy=self.net(x.to(self.net[0].weight.dtype)).squeeze(-1), site=None)
+
+
+class SupercellCGCNN(nn.Module):
+    """Chapter 06's CGCNN (Xie & Grossman, PRL 120, 145301 (2018)) on a fixed supercell's graph.
+
+    The periodic radius graph of ``template`` (ase Atoms or pymatgen Structure) is built once with
+    :func:`symviz.data.crystal_graph.structure_to_graph`; a batch of occupancies ``(batch, n)`` becomes
+    node features ``[is_A, is_B]`` on copies of that graph. The per-site head (``pool=None``) gives
+    per-site energies; their sum is the energy. Depends only on distances, so it is invariant under the
+    space group too, but it cannot tell apart two bonds of the same length.
+    """
+
+    def __init__(self, template: Any, cutoff: float = 8.0, max_neighbors: int | None = 12, hidden: int = 32,
+                 n_conv: int = 2, n_gaussians: int = 41, batch_norm: bool = True):
+        super().__init__()
+        from symviz.data.crystal_graph import structure_to_graph
+        from symviz.models.cgcnn import CGCNN
+
+        structure = _to_pymatgen(template)
+        n = len(structure)
+        g = structure_to_graph(structure, cutoff=cutoff, max_neighbors=max_neighbors,
+                               node_features=np.zeros((n, 2), dtype=np.float32))
+        self.register_buffer("edge_index", g.edge_index)
+        self.register_buffer("distances", g.distances)
+        self.n_sites = n
+        self.cgcnn = CGCNN(node_dim=2, cutoff=cutoff, hidden=hidden, n_conv=n_conv, n_gaussians=n_gaussians,
+                           head_hidden=hidden, n_targets=1, pool=None, batch_norm=batch_norm)
+
+    def forward(self, x: torch.Tensor) -> CrystalPrediction:
+        x = _as_features(x, self.n_sites, 2, "SupercellCGCNN")
+        B, n = x.shape[0], self.n_sites
+        c = self.cgcnn
+        dtype = c.embed.weight.dtype
+        h = c.embed(x.to(dtype))                                       # (B, n, D)
+        u = c.rbf(self.distances.to(dtype))                            # (E, G), the same for every configuration
+        i, j = self.edge_index[0], self.edge_index[1]
+        D = h.shape[-1]
+        for conv in c.convs:
+            # CGConv's lin(cat[h_i, h_j, u_ij]) split into its three blocks: the node blocks are applied
+            # per node and the edge block once per graph (all configurations share the graph). Same
+            # parameters and the same function as CGConv.forward, ~10x cheaper on a fixed supercell.
+            W, b = conv.lin.weight, conv.lin.bias
+            z = (h @ W[:, :D].T)[:, i] + (h @ W[:, D:2 * D].T)[:, j] + (u @ W[:, 2 * D:].T + b)
+            if not isinstance(conv.bn_edge, nn.Identity):
+                z = conv.bn_edge(z.reshape(-1, 2 * D)).reshape(z.shape)
+            gate, core = z.chunk(2, dim=-1)
+            msg = torch.sigmoid(gate) * conv.act(core)                 # (B, E, D)
+            agg = h.new_zeros(h.shape).index_add_(1, i, msg)
+            if not isinstance(conv.bn_node, nn.Identity):
+                agg = conv.bn_node(agg.reshape(-1, D)).reshape(agg.shape)
+            h = conv.act(h + agg)
+        site = c.head(h).squeeze(-1)                                   # pool=None: one energy per site
+        return CrystalPrediction(energy=site.sum(-1), site=site)
+
+    def graph_batch(self, x: torch.Tensor):
+        """The same input as a chapter-06 ``GraphBatch`` (to run ``self.cgcnn`` directly; used in tests)."""
+        from symviz.data.crystal_graph import GraphBatch
+
+        x = _as_features(x, self.n_sites, 2, "SupercellCGCNN")
+        B, n = x.shape[0], self.n_sites
+        offsets = (torch.arange(B, device=x.device) * n).repeat_interleave(self.edge_index.shape[1])
+        return GraphBatch(
+            num_nodes=torch.full((B,), n, dtype=torch.long, device=x.device),
+            node_features=x.reshape(B * n, 2), atomic_numbers=torch.zeros(B * n, dtype=torch.long, device=x.device),
+            edge_index=self.edge_index.repeat(1, B) + offsets, distances=self.distances.repeat(B),
+            batch=torch.arange(B, device=x.device).repeat_interleave(n))
+
+
+def _to_pymatgen(template: Any):
+    from pymatgen.core import Structure
+
+    if isinstance(template, Structure):
+        return template
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    return AseAtomsAdaptor.get_structure(template)
+
+
+class OrbitCGCNN(nn.Module):
+    """CGCNN whose edge filters read ``[Gaussian(d_ij), orbit descriptors of edge ij]``.
+
+    For many different crystals (each with its own space group) one weight per pair orbit cannot be
+    shared, so each edge orbit is described by invariants of its bonds
+    (:func:`symviz.data.crystals.orbit_edge_features`) and CGCNN's gated filter (eq. 5 of Xie &
+    Grossman) reads them next to the distance: bonds of equal length in different orbits get different
+    messages. ``forward((batch, edge_features))`` with a ``GraphBatch`` and ``edge_features: (E, F)``
+    -> ``(num_graphs, 1)``. With ``use_orbits=False`` the descriptors are zeroed: plain CGCNN with the
+    same graph and size (the ablation).
+    """
+
+    def __init__(self, node_dim: int = 92, cutoff: float = 5.0, hidden: int = 64, n_conv: int = 3,
+                 n_gaussians: int = 41, head_hidden: int = 128, orbit_dim: int = 4, use_orbits: bool = True,
+                 batch_norm: bool = True):
+        super().__init__()
+        from symviz.models.cgcnn import CGCNN, CGConv
+
+        self.base = CGCNN(node_dim=node_dim, cutoff=cutoff, hidden=hidden, n_conv=n_conv, n_gaussians=n_gaussians,
+                          head_hidden=head_hidden, n_targets=1, pool="mean", batch_norm=batch_norm)
+        # same gated convolution, wider edge input
+        self.base.convs = nn.ModuleList([CGConv(hidden, n_gaussians + orbit_dim, batch_norm) for _ in range(n_conv)])
+        self.orbit_dim, self.use_orbits = orbit_dim, use_orbits
+
+    def forward(self, inputs: tuple) -> torch.Tensor:
+        from symviz.models.cgcnn import scatter_mean
+
+        batch, ef = inputs
+        if ef.ndim != 2 or ef.shape[1] != self.orbit_dim or ef.shape[0] != batch.edge_index.shape[1]:
+            raise ValueError(f"OrbitCGCNN: edge_features must be (num_edges={batch.edge_index.shape[1]}, "
+                             f"{self.orbit_dim}), got {tuple(ef.shape)}")
+        b = self.base
+        dtype = b.embed.weight.dtype
+        h = b.embed(batch.node_features.to(dtype))
+        u = b.rbf(batch.distances.to(dtype))
+        ef = ef.to(dtype) if self.use_orbits else torch.zeros_like(ef, dtype=dtype)
+        u = torch.cat([u, ef], dim=-1)
+        for conv in b.convs:
+            h = conv(h, batch.edge_index, u)
+        return b.head(scatter_mean(h, batch.batch, int(batch.num_nodes.shape[0])))
+
+
+# ----------------------------------------------------------------------------------------------
+# training recipe for the alloy task (uses symviz.train.fit)
+# ----------------------------------------------------------------------------------------------
+
+def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Tensor, *, epochs: int = 200,
+                    steps: int | None = None, lr: float = 3e-3, batch_size: int = 32, seed: int = 0,
+                    device: str = "auto", val_fraction: float = 0.2, patience: int | None = None,
+                    site_energy: torch.Tensor | None = None):
+    """Fit ``model`` (occupancy ``(N, n)`` -> :class:`CrystalPrediction`) to energies ``(N,)`` with MSE.
+
+    A random ``val_fraction`` of the training set (at least 2 configurations) picks the best epoch
+    (its weights are restored) and, with ``patience``, stops early. ``steps``: train for about this
+    many optimizer steps instead of ``epochs`` (so tiny training sets still get enough updates).
+    Targets are scaled by their std inside the loss only. With ``site_energy: (N, n)`` the loss is the
+    MSE of the per-site outputs instead (the model must have a per-site readout).
+    Returns :class:`symviz.train.FitResult`.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from symviz.train import fit
+
+    if occupancy.ndim != 2 or energy.shape != (occupancy.shape[0],):
+        raise ValueError(f"fit_alloy_model: need occupancy (N, n) and energy (N,), got {tuple(occupancy.shape)} "
+                         f"and {tuple(energy.shape)}")
+    N = occupancy.shape[0]
+    if N < 4:
+        raise ValueError(f"fit_alloy_model: need at least 4 configurations, got {N}")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(N, generator=g)
+    n_val = max(2, int(round(val_fraction * N)))
+    val, tr = perm[:n_val], perm[n_val:]
+    scale = float(energy[tr].std().clamp(min=1e-6)) if len(tr) > 1 else 1.0
+    if steps is not None:
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ValueError(f"fit_alloy_model: steps must be a positive int or None, got {steps!r}")
+        epochs = max(1, math.ceil(steps / math.ceil(len(tr) / batch_size)))
+    x, y = occupancy.float(), energy.float()
+    if site_energy is not None:
+        if site_energy.shape != occupancy.shape:
+            raise ValueError(f"fit_alloy_model: site_energy must be (N, n) = {tuple(occupancy.shape)}, got "
+                             f"{tuple(site_energy.shape)}")
+        y = site_energy.float()
+        scale = float(y[tr].std().clamp(min=1e-6))
+
+    def loss_fn(m, batch):
+        xb, yb = batch
+        out = m(xb)
+        if yb.ndim == 2:
+            if out.site is None:
+                raise ValueError("fit_alloy_model: site_energy targets need a model with a per-site output")
+            return (((out.site - yb) / scale) ** 2).mean()
+        return (((out.energy - yb) / scale) ** 2).mean()
+
+    train_loader = DataLoader(TensorDataset(x[tr], y[tr]), batch_size=batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(seed))
+    val_loader = DataLoader(TensorDataset(x[val], y[val]), batch_size=512)
+    return fit(model, loss_fn, train_loader, val_loader, epochs=epochs, lr=lr, seed=seed, device=device,
+               patience=patience, progress=False, desc=type(model).__name__)
+
+
+@torch.no_grad()
+def alloy_mae(model: nn.Module, occupancy: torch.Tensor, energy: torch.Tensor, per_site: bool = True) -> float:
+    """Mean absolute error of the energy (eV per site if ``per_site``, else eV per supercell)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    pred = model(occupancy.float().to(dev)).energy.double().cpu()
+    err = (pred - energy.double()).abs().mean()
+    return float(err / occupancy.shape[1]) if per_site else float(err)
+
+
+@torch.no_grad()
+def symmetry_errors(model: nn.Module, x: torch.Tensor, perms: torch.Tensor, ops: Sequence[int] | None = None,
+                    chunk: int = 512) -> dict:
+    """How far ``model`` is from the space group's symmetry, over the operations ``ops`` (default all).
+
+    ``energy``: ``max_g max_b |E(x_b[p_g]) - E(x_b)| / max|E(x)|`` (invariance, relative);
+    ``site``: ``max_g max |s(x[p_g]) - s(x)[p_g]| / max|s(x)|`` (equivariance, relative), or NaN when
+    the model has no per-site output. ``x: (batch, n)`` occupancies; ``perms: (m, n)``; ``chunk``:
+    configurations per forward pass.
+    """
+    if x.ndim != 2 or perms.ndim != 2 or perms.shape[1] != x.shape[1]:
+        raise ValueError(f"symmetry_errors: need x (batch, n) and perms (m, n) with the same n, got "
+                         f"{tuple(x.shape)} and {tuple(perms.shape)}")
+    was = model.training
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    x = x.to(dtype)
+    ref = model(x)
+    e_scale = float(ref.energy.abs().max().clamp(min=1e-12))
+    s_scale = float(ref.site.abs().max().clamp(min=1e-12)) if ref.site is not None else 1.0
+    e_err, s_err = 0.0, (0.0 if ref.site is not None else float("nan"))
+    ops = torch.arange(perms.shape[0]) if ops is None else torch.as_tensor(list(ops), dtype=torch.long)
+    B, n = x.shape
+    per_chunk = max(1, chunk // B)
+    for start in range(0, len(ops), per_chunk):  # many operations per forward pass
+        P = perms[ops[start:start + per_chunk]]                              # (k, n)
+        xg = x[:, P].transpose(0, 1).reshape(-1, n)                          # (k*B, n): x_b[p_g]
+        out = model(xg)
+        e_err = max(e_err, float((out.energy.reshape(len(P), B) - ref.energy).abs().max()) / e_scale)
+        if ref.site is not None:
+            moved = ref.site[:, P].transpose(0, 1)                           # (k, B, n): s(x_b)[p_g]
+            s_err = max(s_err, float((out.site.reshape(len(P), B, n) - moved).abs().max()) / s_scale)
+    model.train(was)
+    return {"energy": e_err, "site": s_err}
+
+
+__all__ += ["symmetry_errors"]

@@ -1,0 +1,301 @@
+"""Tests for chapter 05: space groups as site permutations, orbits, the alloy data and the crystal models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from symviz.data import crystals as C
+from symviz.models.crystal import (CrystalEquivariantNet, OccupancyMLP, OrbitCGCNN, OrbitLinear, SupercellCGCNN,
+                                   alloy_mae, fit_alloy_model, orbit_basis, symmetry_errors)
+
+
+@pytest.fixture(scope="module")
+def hcp():
+    atoms = C.lattice_supercell("hcp", "Cu", size=(2, 2, 2))
+    group = C.space_group(atoms, ignore_species=True)
+    return atoms, group, C.site_permutations(atoms, group, ignore_species=True)
+
+
+@pytest.fixture(scope="module")
+def rutile():
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"],
+                                     [[0, 0, 0], [0.305, 0.305, 0]])
+
+
+@pytest.fixture(scope="module")
+def matbench_small():
+    return C.load_matbench_dielectric(4, seed=0, max_sites=6)
+
+
+def _find_op(group, R, t):
+    for k in range(len(group)):
+        dt = (group.translations[k] - t + 0.5) % 1 - 0.5
+        if (group.rotations[k] == R).all() and np.allclose(dt, 0, atol=1e-6):
+            return k
+    raise AssertionError("composition of two operations is not in the group")
+
+
+# ---------------------------------------------------------------------------------------------- groups
+
+@pytest.mark.parametrize("lattice,size,number,order,n_pair_orbits", [
+    ("fcc", (1, 1, 1), 225, 192, 2), ("bcc", (1, 1, 1), 229, 96, 2), ("hcp", (1, 1, 1), 194, 24, 2),
+    ("fcc", (2, 2, 2), 225, 1536, 6), ("hcp", (3, 3, 2), 194, 432, 11),
+])
+def test_space_group_and_orbit_counts(lattice, size, number, order, n_pair_orbits):
+    atoms = C.lattice_supercell(lattice, "Cu", size=size)
+    g = C.space_group(atoms)
+    assert (g.number, len(g)) == (number, order)
+    perms = C.site_permutations(atoms, g)
+    assert perms.shape == (order, len(atoms))
+    assert C.pair_orbits(perms).max() + 1 == n_pair_orbits
+    assert C.site_orbits(perms).max() == 0  # one site orbit: these lattices are transitive
+
+
+def test_permutation_representation_is_a_homomorphism(hcp):
+    atoms, group, perms = hcp
+    rng = np.random.default_rng(0)
+    assert (np.sort(perms.numpy(), axis=1) == np.arange(len(atoms))).all()
+    for _ in range(60):
+        a, b = (int(v) for v in rng.integers(len(group), size=2))
+        R, t = C.compose_operations((group.rotations[a], group.translations[a]),
+                                    (group.rotations[b], group.translations[b]))
+        ba = _find_op(group, R, t)
+        assert torch.equal(perms[a][perms[b]], perms[ba])
+
+
+def test_orbits_are_invariant_and_distances_constant_on_them(hcp):
+    atoms, _, perms = hcp
+    po = C.pair_orbits(perms)
+    so = C.site_orbits(perms)
+    for p in perms.numpy()[::7]:
+        assert (po[np.ix_(p, p)] == po).all()
+        assert (so[p] == so).all()
+    d = C.pair_distances(atoms)
+    for o in range(po.max() + 1):
+        assert np.ptp(d[po == o]) < 1e-8
+    # hcp: orbits strictly finer than distance shells (in-plane vs out-of-plane neighbours)
+    assert po.max() + 1 > len(np.unique(np.round(d, 6)))
+
+
+def test_site_orbits_of_rutile_follow_the_wyckoff_positions(rutile):
+    perms = C.site_permutations(rutile)
+    so = C.site_orbits(perms)
+    species = np.array([s.specie.symbol for s in rutile])
+    assert so.max() + 1 == 2
+    assert len(set(so[species == "Ti"])) == 1 and len(set(so[species == "O"])) == 1
+    assert C.space_group(rutile).number == 136
+
+
+def test_canonical_labels_compare_partitions():
+    assert (C.canonical_labels(np.array([[5, 2], [2, 5]])) == np.array([[0, 1], [1, 0]])).all()
+
+
+def test_bad_inputs_give_clear_errors():
+    atoms = C.lattice_supercell("fcc", "Cu", size=(1, 1, 1))
+    with pytest.raises(ValueError, match="symprec"):
+        C.space_group(atoms, symprec=-1)
+    with pytest.raises(TypeError, match="ase Atoms"):
+        C.space_group("Cu")
+    overlapping = atoms.copy()
+    overlapping.positions[1] = overlapping.positions[0] + 1e-5
+    with pytest.raises(ValueError, match="closer than the tolerance"):
+        C.space_group(overlapping)
+    with pytest.raises(ValueError, match="non-degenerate"):
+        C.space_group((np.zeros((3, 3)), np.zeros((1, 3)), np.ones(1)))
+    with pytest.raises(ValueError, match="permutation"):
+        C.pair_orbits(np.array([[0, 0, 1]]))
+    with pytest.raises(ValueError, match="lattice"):
+        C.lattice_supercell("sc")
+    with pytest.raises(ValueError, match="EMT"):
+        C.alloy_dataset(3, elements=("Cu", "Fe"))
+    # the group of another structure does not act on this one
+    other = C.space_group(C.lattice_supercell("hcp", "Cu", size=(1, 1, 1)))
+    with pytest.raises(ValueError, match="does not map the sites"):
+        C.site_permutations(atoms, other)
+
+
+def test_noisy_structure_needs_a_larger_tolerance():
+    atoms = C.lattice_supercell("fcc", "Cu", size=(1, 1, 1))
+    rng = np.random.default_rng(0)
+    atoms.positions += rng.normal(scale=3e-3, size=atoms.positions.shape)
+    assert len(C.space_group(atoms, symprec=1e-4)) < 192   # noise hides the symmetry at a tight tolerance
+    assert len(C.space_group(atoms, symprec=5e-2)) == 192
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def test_alloy_dataset_physics(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    ds = C.alloy_dataset(6, "hcp", ("Cu", "Au"), size=(2, 2, 1), seed=1)
+    assert ds.occupancy.shape == (6, 8) and ds.energy.shape == (6,)
+    assert torch.allclose(ds.site_energy.sum(1), ds.energy, atol=1e-9)
+    # the EMT energy itself is invariant under the space group (the label has the symmetry we build in)
+    from symviz.data.crystals import _emt_energies
+    atoms = ds.structure(3)
+    e0, s0 = _emt_energies(atoms)
+    for p in ds.perms[::5]:
+        moved = atoms.copy()
+        moved.numbers = atoms.numbers[p.numpy()]
+        e, s = _emt_energies(moved)
+        assert abs(e - e0) < 1e-8
+        assert np.allclose(s, s0[p.numpy()], atol=1e-8)   # per-site energies are equivariant
+    # pure metals have zero mixing energy; cache gives the same numbers
+    again = C.alloy_dataset(6, "hcp", ("Cu", "Au"), size=(2, 2, 1), seed=1)
+    assert torch.equal(again.energy, ds.energy)
+    pure = (ds.occupancy.sum(1) == 0) | (ds.occupancy.sum(1) == 8)
+    assert torch.all(ds.energy[pure].abs() < 1e-9)
+
+
+def test_matbench_loader_and_symmetry_graphs(matbench_small):
+    from symviz.data.crystal_graph import structure_to_graph
+
+    structures, n, spg = matbench_small
+    assert len(structures) == 4 and n.shape == (4,) and (n >= 1).all() and ((spg >= 1) & (spg <= 230)).all()
+    sg = C.symmetry_graphs(structures, targets=n, cutoff=6.0, max_neighbors=12)
+    for s, g, f in zip(structures, sg.graphs, sg.edge_features):
+        ref = structure_to_graph(s, cutoff=6.0, max_neighbors=12)
+        assert g.num_edges == ref.num_edges and f.shape == (g.num_edges, 4)
+        assert np.allclose(np.sort(g.distances.numpy()), np.sort(ref.distances.numpy()), atol=1e-5)
+    with pytest.raises(ValueError, match="max_sites"):
+        C.load_matbench_dielectric(3, max_sites=0)
+    with pytest.raises(ValueError, match="targets"):
+        C.symmetry_graphs(structures, targets=[1.0])
+
+
+def test_edge_orbits_of_hcp_split_equal_length_bonds():
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    s = AseAtomsAdaptor.get_structure(C.lattice_supercell("hcp", "Cu", a=3.6, size=(1, 1, 1)))
+    c, nb, img, d = s.get_neighbor_list(2.6)
+    assert len(c) == 24 and np.ptp(d) < 1e-6          # 12 nearest neighbours per atom, all of one length
+    orb = C.edge_orbits(s, c, nb, img, symprec=1e-3)
+    assert orb.max() + 1 == 2                          # ... but in two orbits: in-plane and out-of-plane
+    vec = (s.frac_coords[nb] + img - s.frac_coords[c]) @ s.lattice.matrix
+    feats = C.orbit_edge_features(vec, c, orb, len(s))
+    eigs = {tuple(np.round(f[1:], 4)) for f in feats}
+    assert eigs == {(0.0, 0.5, 0.5), (round(1 / 6, 4), round(1 / 6, 4), round(2 / 3, 4))}
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+def test_orbit_linear_commutes_with_the_group_and_only_with_it(hcp):
+    atoms, _, perms = hcp
+    po = C.pair_orbits(perms)
+    layer = OrbitLinear(po, 3, 4).double()
+    h = torch.randn(2, len(atoms), 3, dtype=torch.float64)
+    for p in perms[::5]:
+        assert torch.allclose(layer(h[:, p]), layer(h)[:, p], atol=1e-12)
+    q = torch.randperm(len(atoms), generator=torch.Generator().manual_seed(3))   # not a symmetry
+    assert (layer(h[:, q]) - layer(h)[:, q]).abs().max() > 1e-3
+    assert sum(p.numel() for p in layer.parameters()) == (po.max() + 1) * 3 * 4 + 4
+
+
+def test_models_symmetry_float64(hcp):
+    atoms, _, perms = hcp
+    po = C.pair_orbits(perms)
+    x = torch.randint(0, 2, (5, len(atoms))).double()
+    eq = CrystalEquivariantNet(po, hidden=8, n_layers=2).double()
+    err = symmetry_errors(eq, x, perms)
+    assert err["energy"] < 1e-12 and err["site"] < 1e-12
+    cg = SupercellCGCNN(atoms, hidden=8, n_conv=2).double()
+    err = symmetry_errors(cg, x, perms)
+    assert err["energy"] < 1e-10 and err["site"] < 1e-10
+    mlp = OccupancyMLP(len(atoms)).double()
+    err = symmetry_errors(mlp, x, perms)
+    assert err["energy"] > 1e-3 and np.isnan(err["site"])
+
+
+def test_supercell_cgcnn_matches_chapter06_cgcnn(hcp):
+    atoms, _, _ = hcp
+    torch.manual_seed(0)
+    m = SupercellCGCNN(atoms, hidden=8, n_conv=2, batch_norm=True).double().eval()
+    x = torch.randint(0, 2, (3, len(atoms))).double()
+    ref = m.cgcnn(m.graph_batch(x)).reshape(3, -1)
+    assert torch.allclose(m(x).site, ref, atol=1e-10)
+
+
+def test_orbit_cgcnn_runs_and_ablation_zeroes_orbits(matbench_small):
+    from symviz.data.crystal_graph import collate_graphs
+
+    structures, n, _ = (v[:3] for v in matbench_small)
+    sg = C.symmetry_graphs(structures, targets=n, cutoff=6.0)
+    batch, ef = collate_graphs(sg.graphs), torch.cat(sg.edge_features)
+    torch.manual_seed(0)
+    m = OrbitCGCNN(cutoff=6.0, hidden=8, n_conv=1, batch_norm=False).eval()
+    out = m((batch, ef))
+    assert out.shape == (3, 1)
+    m.use_orbits = False
+    assert torch.allclose(m((batch, ef)), m((batch, torch.randn_like(ef))))
+    with pytest.raises(ValueError, match="edge_features"):
+        m((batch, ef[:, :2]))
+
+
+def test_model_input_validation(hcp):
+    atoms, _, perms = hcp
+    po = C.pair_orbits(perms)
+    with pytest.raises(ValueError, match="n_sites"):
+        CrystalEquivariantNet(po, hidden=4)(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="square"):
+        orbit_basis(np.zeros((2, 3), dtype=int))
+    with pytest.raises(ValueError, match="hidden"):
+        CrystalEquivariantNet(po, hidden=0)
+    with pytest.raises(ValueError, match="n_sites"):
+        OccupancyMLP(len(atoms))(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="occupancy"):
+        fit_alloy_model(OccupancyMLP(4), torch.zeros(5, 4), torch.zeros(4))
+
+
+def test_equivariant_model_learns_a_pair_interaction(hcp):
+    # a pair-orbit "cluster expansion" energy is exactly representable: training must get close
+    atoms, _, perms = hcp
+    po = C.pair_orbits(perms)
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(int(po.max()) + 1, generator=g, dtype=torch.float64) * 0.05
+    Jmat = J[torch.as_tensor(po)]
+    x = torch.randint(0, 2, (120, len(atoms)), generator=g).double()
+    y = torch.einsum("bi,ij,bj->b", x, Jmat, x)
+    m = CrystalEquivariantNet(po, hidden=16, n_layers=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: extra threads only spin (4x the CPU time on a shared machine)
+    try:
+        r = fit_alloy_model(m, x[:100], y[:100], steps=200, batch_size=50, lr=1e-2, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    base = float((y[100:] - y[:100].mean()).abs().mean()) / len(atoms)
+    assert alloy_mae(r.model, x[100:], y[100:]) < 0.3 * base
+
+
+# ---------------------------------------------------------------------------------------------- check & viz
+
+def test_check_pair_orbits():
+    from symviz.checks import check_pair_orbits
+
+    assert check_pair_orbits(C.pair_orbits)
+    assert not check_pair_orbits(lambda p: np.arange(p.shape[1] ** 2).reshape(p.shape[1], -1))
+    assert not check_pair_orbits(lambda p: 1 / 0)
+    # distance shells are not orbits on hcp
+    assert not check_pair_orbits(lambda p: np.zeros((p.shape[1], p.shape[1]), dtype=int))
+
+
+def test_viz_static(hcp, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from symviz.viz.crystals import learning_curve_figure, orbit_colors, symmetry_operation_widget
+
+    monkeypatch.setenv("SYMVIZ_STATIC", "1")
+    atoms, _, perms = hcp
+    assert len(orbit_colors(C.pair_orbits(perms)[0])) == len(atoms)
+    x = np.arange(len(atoms)) % 2
+    fig = symmetry_operation_widget(atoms, x, perms, lambda occ: occ - 0.5, ops=[0, 3, 5])
+    assert fig is not None
+    with pytest.raises(ValueError, match="perms"):
+        symmetry_operation_widget(atoms, x[:3], perms, lambda occ: occ)
+    table = pd.DataFrame({"model": ["a", "a", "b", "b"], "n_train": [8, 16, 8, 16], "test_mae_meV": [3, 2, 5, 4.0]})
+    learning_curve_figure(table)
+    plt.close("all")
