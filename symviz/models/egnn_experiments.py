@@ -1,0 +1,201 @@
+"""Chapter 04's experiments: train EGNN and MC-EGNN on charged N-body, the solar system and QM9.
+
+Training runs in float32 without bf16 autocast (``amp=False``): positions are regressed to ~1e-3 and
+the coordinate updates are products of differences, which bf16's 8-bit mantissa would blur.
+
+Each ``train_*`` function builds a model with :mod:`symviz.models.egnn`, trains it with
+:func:`symviz.train.fit` and returns a :class:`RunResult` with the test error measured on held-out
+data. The notebook calls them once per (channels, seed); tests call them on tiny sizes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..train import evaluate, fit, resolve_device
+from .egnn import MCEGNN, MCEGNNRegressor, NaiveEGNN, count_parameters, nbody_inputs, nbody_mse
+
+__all__ = ["RunResult", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
+           "step_time_ms", "sliding_predictions"]
+
+
+@dataclass
+class RunResult:
+    """One trained model: ``test`` error (MSE, or MAE for QM9), ``history`` DataFrame, ``params``, ``seconds``."""
+
+    model: torch.nn.Module
+    channels: int
+    seed: int
+    test: float
+    history: object
+    params: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def _loader(tensors, batch_size, shuffle, seed):
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None)
+
+
+def _nbody_tensors(split):
+    return split["loc"], split["vel"], split["charges"], split["target"]
+
+
+def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64, n_layers: int = 4,
+                epochs: int = 100, lr: float = 5e-4, batch_size: int = 100, weight_decay: float = 1e-12,
+                device: str = "auto", patience: int | None = None, progress: bool = False) -> RunResult:
+    """Train an (MC-)EGNN on :func:`symviz.data.nbody.charged_splits` output; ``test`` is the test MSE.
+
+    Defaults follow the EGNN reference setup for N-body (Satorras et al. 2021: hidden 64, 4 layers,
+    Adam lr 5e-4, batch 100, weight decay 1e-12).
+    """
+    torch.manual_seed(seed)
+    model = MCEGNN(1, hidden_nf, n_layers, channels, edge_nf=1, velocity=True)
+    tr = _loader(_nbody_tensors(splits["train"]), batch_size, True, seed)
+    va = _loader(_nbody_tensors(splits["val"]), 500, False, seed)
+    te = _loader(_nbody_tensors(splits["test"]), 500, False, seed)
+    t0 = time.perf_counter()
+    res = fit(model, nbody_mse, tr, va, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed,
+              device=device, amp=False, patience=patience, progress=progress, desc=f"N-body C={channels} seed={seed}")
+    test = evaluate(res.model, nbody_mse, te, device)
+    return RunResult(res.model, channels, seed, test, res.history, count_parameters(model), time.perf_counter() - t0)
+
+
+def linear_baseline_mse(split: dict) -> float:
+    """MSE of the constant-velocity guess ``x + v * (frames * sample_every * dt)`` (1000 steps: 1.0 time unit)."""
+    return float(((split["loc"] + split["vel"] * 1.0 - split["target"]) ** 2).mean())
+
+
+def _solar_predict(model, loc, vel, mass):
+    h = torch.cat([mass, vel.norm(dim=-1, keepdim=True)], -1)
+    return model(h, loc, vel).x
+
+
+def solar_mse(model, batch) -> torch.Tensor:
+    """Position MSE (AU^2) on ``(loc, vel, mass, target)`` batches of :func:`symviz.data.solar.solar_dataset`."""
+    loc, vel, mass, target = batch
+    return ((_solar_predict(model, loc, vel, mass) - target) ** 2).mean()
+
+
+def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64,
+                n_layers: int = 4, epochs: int = 100, lr: float = 1e-3, batch_size: int = 100,
+                device: str = "auto", progress: bool = False) -> RunResult:
+    """Train an (MC-)EGNN on solar-system states (node features: log mass, |v|); ``test`` is the test MSE.
+
+    The last 20% of ``train`` (by date) is the validation set used to pick the best epoch.
+    """
+    torch.manual_seed(seed)
+    model = MCEGNN(2, hidden_nf, n_layers, channels, edge_nf=0, velocity=True)
+    keys = ("loc", "vel", "mass", "target")
+    n = train["loc"].shape[0]
+    cut = int(0.8 * n)
+    tr = _loader([train[k][:cut] for k in keys], batch_size, True, seed)
+    va = _loader([train[k][cut:] for k in keys], 1000, False, seed)
+    te = _loader([test[k] for k in keys], 1000, False, seed)
+    t0 = time.perf_counter()
+    res = fit(model, solar_mse, tr, va, epochs=epochs, lr=lr, seed=seed, device=device, amp=False, progress=progress,
+              desc=f"solar C={channels} seed={seed}")
+    test_mse = evaluate(res.model, solar_mse, te, device)
+    return RunResult(res.model, channels, seed, test_mse, res.history, count_parameters(model), time.perf_counter() - t0)
+
+
+def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64, n_layers: int = 4,
+              epochs: int = 50, lr: float = 1e-3, batch_size: int = 96, target_index: int = 0,
+              device: str = "auto", progress: bool = False) -> RunResult:
+    """Train an invariant (MC-)EGNN regressor on :func:`symviz.data.qm9.qm9_splits` output.
+
+    The target is standardised with the training mean and std; ``test`` is the test MAE in the
+    target's unit (as QM9 results are reported), ``extra["val_mae"]`` the best validation MAE.
+    """
+    tr_y = splits["train"]["y"][:, target_index]
+    mu, sd = float(tr_y.mean()), float(tr_y.std())
+
+    def tensors(s):
+        return s["onehot"], s["pos"], s["mask"], (s["y"][:, target_index] - mu) / sd
+
+    def trim(batch):   # atoms come first, padding last: drop the columns no molecule of the batch uses
+        h, x, mask, y = batch
+        n = int(mask.sum(1).max())
+        return h[:, :n], x[:, :n], mask[:, :n], y
+
+    def loss(model, batch):
+        h, x, mask, y = trim(batch)
+        return ((model(h, x, mask).squeeze(-1) - y) ** 2).mean()
+
+    def mae(model, batch):
+        h, x, mask, y = trim(batch)
+        return (model(h, x, mask).squeeze(-1) - y).abs().mean() * sd
+
+    torch.manual_seed(seed)
+    model = MCEGNNRegressor(len(splits["train"]["onehot"][0, 0]), hidden_nf, n_layers, channels)
+    tr = _loader(tensors(splits["train"]), batch_size, True, seed)
+    va = _loader(tensors(splits["val"]), 500, False, seed)
+    te = _loader(tensors(splits["test"]), 500, False, seed)
+    t0 = time.perf_counter()
+    res = fit(model, loss, tr, va, epochs=epochs, lr=lr, seed=seed, device=device, amp=False, progress=progress,
+              scheduler="cosine", metrics={"val_mae": mae}, desc=f"QM9 C={channels} seed={seed}")
+    test_mae = evaluate(res.model, mae, te, device)
+    return RunResult(res.model, channels, seed, test_mae, res.history, count_parameters(model),
+                     time.perf_counter() - t0, extra={"target_mean": mu, "target_std": sd})
+
+
+def step_time_ms(model: torch.nn.Module, batch_size: int = 100, n_nodes: int = 5, repeats: int = 5,
+                 device: str = "cpu", optimizer_step: bool = False, seed: int = 0) -> float:
+    """Median wall time (ms) of one train step (forward + backward; + Adam step if asked) on random
+    N-body-shaped inputs, after two warm-up steps. ``model`` takes ``(h, x, v, edge_attr)`` with
+    ``in_node_nf = 1`` and ``edge_nf = 1`` (:class:`MCEGNN` or :class:`NaiveEGNN`)."""
+    dev = resolve_device(device)
+    model = model.to(dev)
+    g = torch.Generator().manual_seed(seed)
+    loc, vel = torch.randn(batch_size, n_nodes, 3, generator=g), torch.randn(batch_size, n_nodes, 3, generator=g)
+    q = torch.randint(0, 2, (batch_size, n_nodes, 1), generator=g).float() * 2 - 1
+    h, x, v, ea = (t.to(dev) for t in nbody_inputs(loc, vel, q))
+    target = torch.randn(batch_size, n_nodes, 3, generator=g).to(dev)
+    opt = torch.optim.Adam(model.parameters(), 1e-4) if optimizer_step else None
+
+    def step():
+        out = model(h, x, v, ea)
+        out = out.x if hasattr(out, "x") else out
+        loss = ((out - target) ** 2).mean()
+        loss.backward()
+        if opt is not None:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1000 * times[len(times) // 2]
+
+
+@torch.no_grad()
+def sliding_predictions(model: MCEGNN, positions, velocities, node_features, lag: int,
+                        edge_attr: torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted trajectory: frame ``t`` predicted from the *true* state at frame ``t - lag``.
+
+    Args:
+        positions, velocities: ``(T, n, 3)`` true frames (velocities already in the model's units);
+        node_features: ``(n, F)``; edge_attr: ``(n, n, E)`` or None; lag: the model's horizon in frames.
+    Returns:
+        ``(T - lag, n, 3)`` predictions for frames ``lag .. T-1``.
+    """
+    pos = torch.as_tensor(positions, dtype=torch.float32)
+    vel = torch.as_tensor(velocities, dtype=torch.float32)
+    if pos.ndim != 3 or pos.shape != vel.shape or not 0 < lag < pos.shape[0]:
+        raise ValueError(f"positions and velocities must be (T, n, 3) with T > lag={lag}, got {tuple(pos.shape)}, {tuple(vel.shape)}")
+    model.eval()
+    T = pos.shape[0] - lag
+    h = torch.as_tensor(node_features, dtype=torch.float32).expand(T, *node_features.shape)
+    ea = None if edge_attr is None else torch.as_tensor(edge_attr, dtype=torch.float32).expand(T, *edge_attr.shape)
+    return model(h, pos[:T], vel[:T], ea).x
