@@ -1,0 +1,69 @@
+"""Benchmark for chapter 03: step times of the backbone and of the adapted (canonicalized) model.
+
+``run(scale)`` returns rows ``{"chapter", "what", "value", "unit"}``; the runner adds the notebook's
+quick-mode wall time and peak memory itself.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+CHAPTER = "03_equivariant_adaptation"
+
+
+def _step_ms(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    for i in range(repeats + 1):
+        if i == 1:  # the first step warms up allocations and is not timed
+            t0 = time.perf_counter()
+        loss = loss_fn(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / repeats * 1000
+
+
+def run(scale: str = "quick") -> list[dict]:
+    from symviz.losses import canonicalization_prior
+    from symviz.models.adaptation import ADAPTATION_RECIPES, AdaptedModel
+    from symviz.models.canonical import C4ImageCanonicalizer
+    from symviz.models.pretrained import BACKBONE_RECIPES, ResNetBackbone
+
+    if scale not in ("quick", "full"):
+        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    repeats = 5 if scale == "quick" else 20
+    torch.manual_seed(0)
+    bb_cfg, ad_cfg = BACKBONE_RECIPES[scale], ADAPTATION_RECIPES[scale]
+    backbone = ResNetBackbone(width=bb_cfg["width"], blocks=bb_cfg["blocks"], stem_stride=bb_cfg["stem_stride"])
+    B1, B2 = bb_cfg["batch_size"], ad_cfg["batch_size"]
+    x1, y1 = torch.rand(B1, 1, 28, 28), torch.randint(0, 10, (B1,))
+    x2, y2 = torch.rand(B2, 1, 28, 28), torch.randint(0, 10, (B2,))
+
+    ce = lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y)  # noqa: E731
+    rows = [{"chapter": CHAPTER, "what": f"backbone pretraining step (batch {B1}, {scale})",
+             "value": _step_ms(backbone, ce, x1, y1, repeats), "unit": "ms"}]
+
+    model = AdaptedModel(C4ImageCanonicalizer(hidden=ad_cfg["hidden"], pool=ad_cfg["pool"]), backbone)
+
+    def task_plus_prior(m, x, y):
+        out, res = m.forward_with_details(x)
+        return torch.nn.functional.cross_entropy(out, y) + 100.0 * canonicalization_prior(res.scores)
+
+    rows.append({"chapter": CHAPTER, "what": f"adaptation step, canonicalizer + backbone + prior (batch {B2}, {scale})",
+                 "value": _step_ms(model, task_plus_prior, x2, y2, repeats), "unit": "ms"})
+    model.eval()
+    with torch.no_grad():
+        xe = torch.rand(1000, 1, 28, 28)
+        model(xe[:10])
+        t0 = time.perf_counter()
+        model(xe)
+        rows.append({"chapter": CHAPTER, "what": f"adapted model inference (1000 images, {scale})",
+                     "value": (time.perf_counter() - t0) * 1000, "unit": "ms"})
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run("quick"):
+        print(row)

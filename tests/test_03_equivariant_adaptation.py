@@ -1,0 +1,262 @@
+"""Tests for chapter 03: pretrained backbone + cache, canonicalization prior, adaptation, evaluation."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from symviz.checks import check_canonicalization_prior
+from symviz.losses import canonicalization_prior
+from symviz.models.adaptation import (AdaptedModel, adapt, element_histogram, evaluate_rotations,
+                                      identity_metric, invariance_error_c4, rotate_test_set, rotation_angles)
+from symviz.models.canonical import C4ImageCanonicalizer
+from symviz.models.pretrained import ResNetBackbone, accuracy, pretrained_backbone
+
+TINY = dict(width=4, blocks=(1,), stem_stride=2, n_train=200, epochs=1, batch_size=50)
+DIGITS = dict(source="digits", device="cpu", **TINY)  # 8x8 digits load in milliseconds: cheap cache tests
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is as fast, and far faster on a busy machine (no spin-waiting)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --- the prior loss ---------------------------------------------------------------------------
+
+def test_prior_discrete_values():
+    assert torch.allclose(canonicalization_prior(torch.zeros(3, 4)), torch.tensor(math.log(4)))
+    confident = torch.tensor([[50.0, 0.0, 0.0, 0.0]])
+    assert float(canonicalization_prior(confident)) < 1e-10
+    wrong = torch.tensor([[0.0, 50.0, 0.0, 0.0]])
+    assert float(canonicalization_prior(wrong)) > 40
+    s = torch.randn(6, 8, dtype=torch.float64)
+    ce = torch.nn.functional.cross_entropy(s, torch.zeros(6, dtype=torch.long))
+    assert torch.allclose(canonicalization_prior(s), ce)
+    assert torch.allclose(canonicalization_prior(s, identity=2),
+                          torch.nn.functional.cross_entropy(s, torch.full((6,), 2)))
+    assert canonicalization_prior(s, reduction="none").shape == (6,)
+
+
+def test_prior_continuous_values():
+    eye = torch.eye(3, dtype=torch.float64).expand(4, 3, 3)
+    assert float(canonicalization_prior(eye)) == 0.0
+    R = torch.tensor([[[0.0, -1.0], [1.0, 0.0]]])  # 90 degrees: ||R - I||_F^2 = 4
+    assert torch.allclose(canonicalization_prior(R), torch.tensor(4.0))
+
+
+def test_prior_gradient_points_to_identity():
+    s = torch.zeros(2, 4, requires_grad=True)
+    canonicalization_prior(s).backward()
+    assert (s.grad[:, 0] < 0).all() and (s.grad[:, 1:] > 0).all()  # descent raises the identity's score
+
+
+@pytest.mark.parametrize("bad, kwargs", [
+    (torch.zeros(4), {}),                        # 1-D
+    (torch.zeros(2, 3, 4), {}),                  # not square matrices
+    (torch.zeros(2, 4, dtype=torch.long), {}),   # not float
+    (torch.zeros(0, 4), {}),                     # empty batch
+    (torch.zeros(2, 4), {"identity": 4}),        # identity out of range
+    (torch.zeros(2, 4), {"reduction": "sum"}),
+    ([[0.0, 1.0]], {}),                          # not a tensor
+])
+def test_prior_bad_inputs(bad, kwargs):
+    with pytest.raises(ValueError, match="scores|identity|reduction"):
+        canonicalization_prior(bad, **kwargs)
+
+
+def test_exercise_check():
+    assert check_canonicalization_prior(canonicalization_prior)
+    assert not check_canonicalization_prior(lambda s: torch.zeros(()))
+    assert not check_canonicalization_prior(lambda s: (s[:, 0]).mean())   # no log-softmax
+    detached = lambda s: canonicalization_prior(s).detach()  # noqa: E731
+    assert not check_canonicalization_prior(detached)
+    discrete = lambda s: torch.nn.functional.cross_entropy(s, torch.zeros(len(s), dtype=torch.long))  # noqa: E731
+    assert check_canonicalization_prior(discrete, check_continuous=False)
+    assert not check_canonicalization_prior(discrete)  # raises on matrices: reported, not raised
+
+
+# --- backbone ---------------------------------------------------------------------------------
+
+def test_backbone_shapes_and_errors():
+    net = ResNetBackbone(width=4, blocks=(1, 1))
+    assert net(torch.zeros(2, 28, 28)).shape == (2, 10)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="x must be"):
+        net(torch.zeros(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="width"):
+        ResNetBackbone(width=0)
+    with pytest.raises(ValueError, match="blocks"):
+        ResNetBackbone(blocks=())
+    with pytest.raises(ValueError, match="stem_stride"):
+        ResNetBackbone(stem_stride=3)
+
+
+def test_backbone_is_not_rotation_invariant():
+    torch.manual_seed(0)
+    net = ResNetBackbone(width=4, blocks=(1,)).double().eval()
+    x = torch.rand(4, 28, 28, dtype=torch.float64)
+    assert invariance_error_c4(net, x) > 1e-4
+
+
+# --- cache handling ---------------------------------------------------------------------------
+
+@pytest.fixture()
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_cache_roundtrip_corrupt_and_mismatch(tmp_cache):
+    a = pretrained_backbone("quick", seed=0, **DIGITS)
+    assert not a.from_cache and a.checkpoint.exists()
+    b = pretrained_backbone("quick", seed=0, **DIGITS)
+    assert b.from_cache
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    # a corrupt file is detected and retrained, never used
+    a.checkpoint.write_bytes(b"not a checkpoint")
+    c = pretrained_backbone("quick", seed=0, **DIGITS)
+    assert not c.from_cache
+    # a file from another architecture under the same name is detected (fingerprint) and retrained
+    from symviz.train import save_checkpoint
+    save_checkpoint(ResNetBackbone(width=3, blocks=(1,)), a.checkpoint.stem, {"other": 1})
+    d = pretrained_backbone("quick", seed=0, **DIGITS)
+    assert not d.from_cache
+    assert pretrained_backbone("quick", seed=0, **DIGITS).from_cache
+    # another recipe is another cache entry
+    e = pretrained_backbone("quick", seed=1, **DIGITS)
+    assert not e.from_cache and e.checkpoint != a.checkpoint
+
+
+def test_local_weights(tmp_cache):
+    torch.manual_seed(1)
+    net = ResNetBackbone(width=4, blocks=(1,), stem_stride=2)
+    path = tmp_cache / "mine.pt"
+    torch.save(net.state_dict(), path)
+    got = pretrained_backbone("quick", weights=path, width=4, blocks=(1,), stem_stride=2)
+    assert got.from_cache and got.source.startswith("weights:")
+    assert torch.equal(got.model.head.weight, net.head.weight)
+    with pytest.raises(ValueError, match="do not match"):
+        pretrained_backbone("quick", weights=path, width=8, blocks=(1,))
+    with pytest.raises(FileNotFoundError):
+        pretrained_backbone("quick", weights=tmp_cache / "missing.pt")
+
+
+def test_pretrained_bad_arguments():
+    with pytest.raises(ValueError, match="scale"):
+        pretrained_backbone("medium")
+    with pytest.raises(ValueError, match="unknown recipe"):
+        pretrained_backbone("quick", depth=3)
+    with pytest.raises(ValueError, match="seed"):
+        pretrained_backbone("quick", seed=1.5)
+
+
+# --- the adapted model ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_adapted_model_exactly_c4_invariant_float64(seed):
+    torch.manual_seed(seed)
+    model = AdaptedModel(C4ImageCanonicalizer(hidden=4, pool=2), ResNetBackbone(width=4, blocks=(1, 1))).double().eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(6, 28, 28, dtype=torch.float64, generator=g)
+    k = int(torch.randint(1, 4, (1,), generator=g))
+    with torch.no_grad():
+        out, res = model.forward_with_details(x)
+        out_r, res_r = model.forward_with_details(torch.rot90(x, k, dims=(-2, -1)))
+    assert float((out - out_r).abs().max()) < 1e-12
+    assert torch.equal((res_r.element - res.element) % 4, torch.full((6,), k))  # h(g x) = g h(x)
+    assert invariance_error_c4(model, x) < 1e-12
+
+
+def test_identity_metric_and_histogram_follow_rotations():
+    torch.manual_seed(0)
+    canon = C4ImageCanonicalizer(hidden=4, pool=2).double()
+    x = torch.rand(40, 28, 28, dtype=torch.float64)
+    hist = element_histogram(canon, x)
+    assert int(hist.sum()) == 40
+    assert identity_metric(canon, x) == pytest.approx(float(hist[0]) / 40)
+    # rotating every image by 90 degrees shifts the chosen element by one
+    assert element_histogram(canon, torch.rot90(x, 1, dims=(-2, -1))).tolist() == torch.roll(hist, 1).tolist()
+    with pytest.raises(ValueError, match="images"):
+        identity_metric(canon, torch.rand(28))
+
+
+def test_rotations_and_evaluation():
+    assert rotation_angles("C4") == [0.0, 90.0, 180.0, 270.0]
+    assert len(rotation_angles("C8")) == 8 and len(rotation_angles("continuous", 6)) == 6
+    with pytest.raises(ValueError, match="kind"):
+        rotation_angles("SO2")
+    x = torch.rand(3, 28, 28)
+    assert torch.equal(rotate_test_set(x, 270), torch.rot90(x, 3, dims=(-2, -1)))
+    assert torch.allclose(rotate_test_set(x, 45).sum(), rotate_test_set(x, 45).sum())
+    torch.manual_seed(0)
+    model = AdaptedModel(C4ImageCanonicalizer(hidden=4, pool=2), ResNetBackbone(width=4, blocks=(1,)))
+    y = torch.randint(0, 10, (3,))
+    ev = evaluate_rotations(model, x, y, "C4")
+    assert len(set(ev["per_angle"].values())) == 1  # exactly invariant: the same accuracy at every angle
+    assert ev["upright"] == accuracy(model, x, y)
+    with pytest.raises(ValueError, match="y must be"):
+        evaluate_rotations(model, x, y[:2])
+
+
+def test_adapt_prior_pulls_canonicalizer_to_identity():
+    """With the prior alone, the canonicalizer learns to leave upright images alone."""
+    g = torch.Generator().manual_seed(0)
+    # synthetic "upright" images: a bright bar in the top rows, so orientation is learnable
+    x = 0.1 * torch.rand(128, 28, 28, generator=g)
+    x[:, 2:6, 6:22] += 1.0
+    y = torch.randint(0, 10, (128,), generator=g)
+    backbone = ResNetBackbone(width=4, blocks=(1,), stem_stride=2)
+    res = adapt(backbone, x, y, prior_weight=1.0, task_weight=0.0, freeze_backbone=True, epochs=3, lr=1e-2,
+                hidden=4, device="cpu", seed=0)
+    assert identity_metric(res.model.canonicalizer, x) > 0.95
+    assert identity_metric(res.model.canonicalizer, torch.rot90(x, 1, dims=(-2, -1))) < 0.05
+    # the frozen backbone did not move
+    assert torch.equal(res.model.backbone.head.weight, backbone.head.weight)
+    assert list(res.history["epoch"]) == [1, 2, 3]
+
+
+def test_adapt_bad_arguments():
+    bb = ResNetBackbone(width=4, blocks=(1,))
+    x, y = torch.rand(8, 28, 28), torch.randint(0, 10, (8,))
+    with pytest.raises(ValueError, match="prior_weight"):
+        adapt(bb, x, y, prior_weight=-1.0)
+    with pytest.raises(ValueError, match="y must be"):
+        adapt(bb, x, y[:4])
+    with pytest.raises(ValueError, match="scale"):
+        adapt(bb, x, y, scale="huge")
+    with pytest.raises(ValueError, match="unknown recipe"):
+        adapt(bb, x, y, momentum=0.9)
+    with pytest.raises(ValueError, match="x_val"):
+        adapt(bb, x, y, x_val=x)
+    with pytest.raises(TypeError, match="backbone"):
+        adapt("resnet", x, y)
+
+
+def test_adapt_continuous_prior_pulls_matrix_to_identity():
+    """A continuous canonicalizer (element = rotation matrix, scores None) gets the ||R - I||^2 prior."""
+    from torch import nn
+
+    from symviz.models.canonical import CanonicalizationResult
+
+    class AngleCanonicalizer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x):
+            c, s = torch.cos(self.theta), torch.sin(self.theta)
+            R = torch.stack([torch.stack([c, -s]), torch.stack([s, c])]).expand(x.shape[0], 2, 2)
+            return CanonicalizationResult(element=R, scores=None, canonical=x)
+
+    x, y = torch.rand(64, 28, 28), torch.randint(0, 10, (64,))
+    res = adapt(ResNetBackbone(width=4, blocks=(1,), stem_stride=2), x, y, canonicalizer=AngleCanonicalizer(),
+                prior_weight=1.0, task_weight=0.0, freeze_backbone=True, epochs=30, lr=0.05, batch_size=64,
+                device="cpu", x_val=x[:8], y_val=y[:8])
+    assert abs(float(res.model.canonicalizer.theta.detach())) < 0.2
+    assert "val_identity" in res.history
