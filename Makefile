@@ -43,7 +43,8 @@ bench: setup
 	$(VPY) benchmarks/run.py --scale $(SCALE) --device $(DEVICE)
 
 browser-test: setup
-	$(VPY) -m pytest -q -ra -m browser tests/test_browser.py
+	$(VPY) -m pytest -q -ra --durations=0 -m browser tests/test_browser.py
+	@echo "screenshots and per-chapter checks: build/screenshots/ (NN.png, NN.json)"
 
 clean:
 	rm -rf $(OUT)

@@ -17,7 +17,6 @@ Source notebooks are never written to.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import resource
@@ -164,38 +163,10 @@ def _run_child(nb: Path, out: Path, scale: str, device: str, timeout: float | No
 
 
 def _html(out: Path, results: list[dict]) -> None:
-    """Render executed chapters to HTML and write a lecture index page."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    """Render executed chapters to HTML and write the lecture index page (see :mod:`symviz.site`)."""
+    from .site import build_site
 
-    html_dir = out / "html"
-    html_dir.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter()
-    for r in results:
-        executed = out / "notebooks" / f"{r['name']}.ipynb"
-        if executed.exists():
-            try:
-                body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-                (html_dir / f"{r['name']}.html").write_text(body)
-                r["html"] = f"{r['name']}.html"
-            except Exception as err:  # an HTML failure must not hide the chapter's own result
-                r["html_error"] = f"{type(err).__name__}: {err}"
-    rows = []
-    for r in results:
-        claims = "".join(f"<li class='{'ok' if c['holds'] else 'bad'}'>{'✔' if c['holds'] else '✘'} {html.escape(c['text'])}</li>"
-                         for c in r["claims"])
-        link = f"<a href='{r['html']}'>{html.escape(r['name'])}</a>" if r.get("html") else html.escape(r["name"])
-        rows.append(f"<tr><td>{link}</td><td class='{'ok' if r['status'] == 'ok' else 'bad'}'>{r['status']}</td>"
-                    f"<td>{r['seconds']}</td><td>{r['peak_rss_mb']}</td><td>{r['scale']}</td><td><ul>{claims}</ul>"
-                    f"{'<div class=bad>' + html.escape(r['error']) + '</div>' if r['error'] else ''}</td></tr>")
-    (html_dir / "index.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>symviz: results</title><style>"
-        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:6px;vertical-align:top;text-align:left}"
-        ".ok{color:#1a7f37}.bad{color:#cf222e}ul{margin:0;padding-left:1em;list-style:none}</style></head><body>"
-        "<h1>symviz: symmetry in deep learning</h1><p>Chapters executed by <code>symviz run</code>, with the claims each "
-        "one checked on the numbers it computed.</p><table><tr><th>chapter</th><th>status</th><th>seconds</th>"
-        "<th>peak MB</th><th>scale</th><th>claims</th></tr>" + "".join(rows) + "</table></body></html>")
+    build_site(out, results)
 
 
 def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str = "auto", out: str | Path = "build",

@@ -77,3 +77,9 @@ def test_chapter_00_runs_with_the_network_off(tmp_path):
     proc = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=1800)
     data = json.loads((tmp_path / "results.json").read_text())["chapters"][0]
     assert data["status"] == "ok", f"chapter 00 failed offline: {data['error']}\n{proc.stdout[-2000:]}"
+
+
+def test_chapters_carry_slide_metadata_for_lecture_mode():
+    from symviz import slides
+
+    assert slides.main(["--check", *map(str, NOTEBOOKS)]) == 0, "run `python -m symviz.slides notebooks/*.ipynb`"
