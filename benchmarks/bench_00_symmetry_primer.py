@@ -1,21 +1,18 @@
 """Chapter 00 hot model: E3PointNet forward+backward on a batch of point sets, vs DeepSets."""
-import time
-
 import torch
+from _timing import time_ms
 
 
 def _step_ms(model, x, reps=20):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    for _ in range(3):
-        out = model(x)
-        (out[0] if isinstance(out, tuple) else out).sum().backward()
-    t0 = time.perf_counter()
-    for _ in range(reps):
+
+    def step():
         opt.zero_grad()
         out = model(x)
         (out[0] if isinstance(out, tuple) else out).pow(2).mean().backward()
         opt.step()
-    return (time.perf_counter() - t0) / reps * 1e3
+
+    return time_ms(step, reps, warmup=3)
 
 
 def run(scale: str = "quick") -> list[dict]:

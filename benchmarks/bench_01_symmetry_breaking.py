@@ -1,16 +1,7 @@
 """Chapter 01 hot paths: E-MLP / relaxed E-MLP / noise E-MLP train steps, canonicalization and the
 relaxed-equivariance measurement, on the spin-ring task (D8); full scale adds max-cut (S5, 120 elements)."""
-import time
-
 import torch
-
-
-def _ms(fn, reps):
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps * 1e3
+from _timing import time_ms
 
 
 def _step(model, task, x):
@@ -53,15 +44,15 @@ def _run(scale: str) -> list[dict]:
             model = make_model(kind, task, hidden=hidden)
             rows.append({"chapter": chapter, "what": f"{kind} E-MLP train step, {name} "
                          f"({task.group.name}, {hidden} channels, batch {batch})",
-                         "value": _ms(_step(model, task, x), reps), "unit": "ms"})
+                         "value": time_ms(_step(model, task, x), reps), "unit": "ms"})
         relaxed = make_model("relaxed", task, hidden=hidden)
         rows.append({"chapter": chapter, "what": f"canonicalization of {batch} inputs, {name} ({task.group.name})",
-                     "value": _ms(lambda: relaxed.breaking(x), reps), "unit": "ms"})
+                     "value": time_ms(lambda: relaxed.breaking(x), reps), "unit": "ms"})
         m = relaxed.double()
         xv = torch.cat([task.x_sym[:6], task.x_generic[:6]])
         rows.append({"chapter": chapter, "what": f"relaxed-equivariance violation, 12 inputs x {task.group.order} "
                      f"elements, {name}",
-                     "value": _ms(lambda: relaxed_equivariance_violation(frozen(m, "relaxed"), xv, task.rep_in,
+                     "value": time_ms(lambda: relaxed_equivariance_violation(frozen(m, "relaxed"), xv, task.rep_in,
                                                                         task.rep_out), 2), "unit": "ms"})
     return rows
 

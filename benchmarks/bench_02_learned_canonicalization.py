@@ -3,22 +3,21 @@
 Images: CNN behind a learned C4 canonicalizer vs plain CNN vs P4 G-CNN (batch 64).
 Point sets: PointNet behind a learned SO(3) frame vs PCA frames vs plain PointNet (batch 64, 16 points).
 """
-import time
-
 import torch
 from torch.nn import functional as F
+
+from _timing import time_ms
 
 
 def _step_ms(model, x, y, reps):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(2):  # warm-up
-        F.cross_entropy(model(x), y).backward()
-    t0 = time.perf_counter()
-    for _ in range(reps):
+
+    def step():
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    return (time.perf_counter() - t0) / reps * 1e3
+
+    return time_ms(step, reps, warmup=2)
 
 
 def run(scale: str = "quick") -> list[dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import torch
+from _timing import time_ms
 
 CHAPTER = "03_equivariant_adaptation"
 
@@ -15,14 +16,14 @@ CHAPTER = "03_equivariant_adaptation"
 def _step_ms(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
-    for i in range(repeats + 1):
-        if i == 1:  # the first step warms up allocations and is not timed
-            t0 = time.perf_counter()
+
+    def step():
         loss = loss_fn(model, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return (time.perf_counter() - t0) / repeats * 1000
+
+    return time_ms(step, repeats, warmup=1)  # the first step warms up allocations
 
 
 def run(scale: str = "quick") -> list[dict]:

@@ -8,16 +8,9 @@ from __future__ import annotations
 import time
 
 import torch
+from _timing import time_ms
 
 CHAPTER = "05_crystal_equivariance"
-
-
-def _time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    t = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - t) / repeat * 1000
 
 
 def run(scale: str = "quick") -> list[dict]:
@@ -43,7 +36,7 @@ def run(scale: str = "quick") -> list[dict]:
     a.numbers[::3] = 79
     a.calc = EMT()
     rows.append({"chapter": CHAPTER, "what": "EMT energy of one 36-site configuration",
-                 "value": _time(lambda: (a.calc.reset(), a.get_potential_energy()), repeat), "unit": "ms"})
+                 "value": time_ms(lambda: (a.calc.reset(), a.get_potential_energy()), repeat), "unit": "ms"})
 
     x = torch.randint(0, 2, (batch, len(atoms))).float()
     y = torch.randn(batch)
@@ -59,7 +52,7 @@ def run(scale: str = "quick") -> list[dict]:
             opt.step()
 
         rows.append({"chapter": CHAPTER, "what": f"{name} train step (batch {batch}, 36 sites)",
-                     "value": _time(step, repeat), "unit": "ms"})
+                     "value": time_ms(step, repeat), "unit": "ms"})
     return rows
 
 

@@ -6,14 +6,7 @@ import time
 
 import numpy as np
 import torch
-
-
-def _ms(fn, reps):
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps * 1e3
+from _timing import time_ms
 
 
 def run(scale: str = "quick") -> list[dict]:
@@ -45,7 +38,7 @@ def run(scale: str = "quick") -> list[dict]:
             (model(batch) - batch.y).abs().mean().backward()
             opt.step()
         rows.append({"chapter": chapter, "what": f"CGCNN train step (hidden {hidden}, {n_conv} conv, batch 32)",
-                     "value": _ms(step, 10 if scale == "quick" else 30), "unit": "ms"})
+                     "value": time_ms(step, 10 if scale == "quick" else 30), "unit": "ms"})
 
     t0 = time.perf_counter()
     X = descriptors.all_descriptors(structures)

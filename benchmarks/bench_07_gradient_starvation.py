@@ -5,21 +5,12 @@ quick-mode wall time and peak memory itself.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
+from _timing import time_ms
+
 CHAPTER = "07_gradient_starvation"
-
-
-def _time_ms(fn, reps: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return 1000.0 * (time.perf_counter() - t0) / reps
 
 
 def run(scale: str = "quick") -> list[dict]:
@@ -46,7 +37,7 @@ def run(scale: str = "quick") -> list[dict]:
         opt.step()
 
     rows.append({"what": "two moons SD train step (300 points, MLP 500 hidden, full batch)",
-                 "value": _time_ms(moons_step, reps), "unit": "ms"})
+                 "value": time_ms(moons_step, reps, warmup=3), "unit": "ms"})
 
     n, hidden = (2000, 64) if scale == "quick" else (50000, 300)
     xc = torch.rand(n, 2 * 14 * 14)
@@ -62,9 +53,9 @@ def run(scale: str = "quick") -> list[dict]:
         copt.step()
 
     rows.append({"what": f"coloured images SD train step ({n} images 2x14x14, MLP 2x{hidden}, full batch)",
-                 "value": _time_ms(colour_step, max(3, reps // 4)), "unit": "ms"})
+                 "value": time_ms(colour_step, max(3, reps // 4), warmup=3), "unit": "ms"})
     rows.append({"what": "decision margin on a 400x400 grid (two moons)",
-                 "value": _time_ms(lambda: decision_margin(net, x, y), 3, warmup=1), "unit": "ms"})
+                 "value": time_ms(lambda: decision_margin(net, x, y), 3, warmup=1), "unit": "ms"})
     for r in rows:
         r["chapter"] = CHAPTER
     return rows

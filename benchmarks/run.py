@@ -80,7 +80,7 @@ def main() -> int:
     p.add_argument("--only", nargs="*", default=[], help="chapter numbers, e.g. 04 05")
     p.add_argument("--skip-chapters", action="store_true", help="only the model micro-benchmarks")
     a = p.parse_args()
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(HERE)]  # symviz, and benchmarks/_timing.py for the bench_* modules
     rows = [] if a.skip_chapters else chapter_rows(a.scale, a.device, a.only)
     rows += model_rows(a.scale, a.only)
     print(f"wrote {write(rows, a.scale)}")

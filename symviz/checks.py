@@ -318,7 +318,6 @@ __all__ += ["check_canonicalization_prior"]
 
 def _check_05_cases():
     """(name, perms (m, n), reference pair orbits (n, n)) from spglib on three lattices."""
-    import numpy as np
     from pymatgen.core import Lattice, Structure
 
     from symviz.data import crystals as C

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint"]
+__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint", "torch_threads"]
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -75,6 +76,27 @@ def to_device(batch: Any, device: torch.device) -> Any:
         moved = [to_device(v, device) for v in batch]
         return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
     return batch
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch intra-op threads, restoring the previous count afterwards.
+
+    Tiny models gain nothing from a second thread, and on a busy machine its spin-waiting can make
+    each step many times slower.
+
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"torch_threads(n): n must be a positive integer, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cache_dir() -> Path:

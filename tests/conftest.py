@@ -21,3 +21,12 @@ def tmp_cache(tmp_path, monkeypatch):
     """A private symviz cache folder, so tests never touch ~/.cache/symviz."""
     monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one torch thread is as fast, and far faster on a busy machine (no spin-waiting)."""
+    from symviz.train import torch_threads
+
+    with torch_threads(1):
+        yield

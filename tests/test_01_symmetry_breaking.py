@@ -1,6 +1,5 @@
 """Tests for chapter 01: E-MLPs for finite groups, relaxed equivariance, symmetry-breaking tasks."""
 import math
-import os
 
 import numpy as np
 import pytest

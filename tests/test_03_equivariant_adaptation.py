@@ -17,13 +17,7 @@ TINY = dict(width=4, blocks=(1,), stem_stride=2, n_train=200, epochs=1, batch_si
 DIGITS = dict(source="digits", device="cpu", **TINY)  # 8x8 digits load in milliseconds: cheap cache tests
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast, and far faster on a busy machine (no spin-waiting)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 # --- the prior loss ---------------------------------------------------------------------------

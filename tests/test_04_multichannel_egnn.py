@@ -10,13 +10,7 @@ from symviz.models import egnn
 from symviz.models import egnn_experiments as ex
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small graphs: one thread is faster than two and robust on a shared machine; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------

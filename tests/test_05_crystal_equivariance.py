@@ -8,6 +8,7 @@ import torch
 from symviz.data import crystals as C
 from symviz.models.crystal import (CrystalEquivariantNet, OccupancyMLP, OrbitCGCNN, OrbitLinear, SupercellCGCNN,
                                    alloy_mae, fit_alloy_model, orbit_basis, symmetry_errors)
+from symviz.train import torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -258,12 +259,8 @@ def test_equivariant_model_learns_a_pair_interaction(hcp):
     x = torch.randint(0, 2, (120, len(atoms)), generator=g).double()
     y = torch.einsum("bi,ij,bj->b", x, Jmat, x)
     m = CrystalEquivariantNet(po, hidden=16, n_layers=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: extra threads only spin (4x the CPU time on a shared machine)
-    try:
+    with torch_threads(1):  # tiny model: extra threads only spin (4x the CPU time on a shared machine)
         r = fit_alloy_model(m, x[:100], y[:100], steps=200, batch_size=50, lr=1e-2, device="cpu")
-    finally:
-        torch.set_num_threads(threads)
     base = float((y[100:] - y[:100].mean()).abs().mean()) / len(atoms)
     assert alloy_mae(r.model, x[100:], y[100:]) < 0.3 * base
 

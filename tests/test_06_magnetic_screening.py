@@ -305,16 +305,7 @@ def test_disagreement_and_spearman():
     assert list(table["id"]) == ["b", "c"] and "abs_error" in table
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny graphs: one torch thread is faster, and avoids pathological slow-downs on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_train_cgcnn_learns_a_simple_target(one_thread):
+def test_train_cgcnn_learns_a_simple_target(one_torch_thread):
     structs = [M.scale_to_radii(M.prototype_structure("B2_CsCl", [a, b]))
                for a in ("Fe", "Co", "Ni", "Mn") for b in ("Al", "Ga", "Si", "Cu", "Pd")]
     y = [[float(s.composition.average_electroneg)] for s in structs]

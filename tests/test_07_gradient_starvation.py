@@ -1,5 +1,4 @@
 """Tests for chapter 07 (gradient starvation): spectral decoupling losses, data builders, dynamics tools."""
-import math
 
 import pytest
 import torch

@@ -38,9 +38,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..equivariance import cycle_graph
 from ..groups import DihedralGroup, FiniteGroup
-from ..models.emlp import (PermutationGroup, Representation, SumRep, graph_automorphism_group,
+from ..models.emlp import (Representation, SumRep, graph_automorphism_group,
                            stabilizer_elements)
 
 __all__ = ["SymBreakTask", "spin_ring", "node_pick", "max_cut", "decoding", "make_task", "TASKS",

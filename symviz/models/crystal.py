@@ -215,7 +215,6 @@ class SupercellCGCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> CrystalPrediction:
         x = _as_features(x, self.n_sites, 2, "SupercellCGCNN")
-        B, n = x.shape[0], self.n_sites
         c = self.cgcnn
         dtype = c.embed.weight.dtype
         h = c.embed(x.to(dtype))                                       # (B, n, D)

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..train import evaluate, fit, resolve_device
-from .egnn import MCEGNN, MCEGNNRegressor, NaiveEGNN, count_parameters, nbody_inputs, nbody_mse
+from .egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse
 
 __all__ = ["RunResult", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
            "step_time_ms", "sliding_predictions"]

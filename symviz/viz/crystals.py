@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .scenes import cell_edges
 from .widgets import show
 
 __all__ = ["orbit_colors", "site_figure", "draw_sites", "symmetry_operation_widget", "learning_curve_figure"]
@@ -41,12 +42,8 @@ def draw_sites(ax, positions: np.ndarray, values: Sequence[float] | None = None,
         kw = dict(c=list(colors))
     sc = ax.scatter(pos[:, 0], pos[:, 1], pos[:, 2], s=size, edgecolors="k", linewidths=0.4, depthshade=False, **kw)
     if cell is not None:
-        L = np.asarray(cell, dtype=float)
-        corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float) @ L
-        for a in range(8):
-            for b in range(a + 1, 8):
-                if bin(a ^ b).count("1") == 1:
-                    ax.plot(*zip(corners[a], corners[b]), color="#999", lw=0.6)
+        for a, b in cell_edges(np.asarray(cell, dtype=float)):
+            ax.plot(*zip(a, b), color="#999", lw=0.6)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .scenes import cell_edges
 from .widgets import show
 
 __all__ = ["view_atoms", "view_structure", "static_atoms_figure", "to_atoms"]
@@ -49,12 +50,8 @@ def static_atoms_figure(atoms, colors: Sequence | None = None, title: str | None
         colors = [cmap(uniq.index(v) % 10) for v in z]
     ax.scatter(pos[:, 0], pos[:, 1], pos[:, 2], c=colors, s=120, edgecolors="k", depthshade=True)
     if show_cell and atoms.cell.rank == 3:
-        L = np.asarray(atoms.cell)
-        corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float) @ L
-        for a in range(8):
-            for b in range(a + 1, 8):
-                if bin(a ^ b).count("1") == 1:
-                    ax.plot(*zip(corners[a], corners[b]), color="#555", lw=1)
+        for a, b in cell_edges(np.asarray(atoms.cell)):
+            ax.plot(*zip(a, b), color="#555", lw=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title)

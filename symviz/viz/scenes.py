@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["points_figure", "add_vectors", "trajectory_figure", "unit_cell_figure", "PALETTE"]
+__all__ = ["points_figure", "add_vectors", "trajectory_figure", "unit_cell_figure", "cell_edges", "PALETTE"]
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD")
 
@@ -131,22 +131,32 @@ def trajectory_figure(trajectories: dict, node_labels: Sequence[str] | None = No
     return fig
 
 
+def cell_edges(lattice) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The 12 edges ``(start, end)`` of the parallelepiped spanned by the rows of ``lattice: (3, 3)``.
+
+    >>> len(cell_edges(np.eye(3)))
+    12
+    """
+    L = _np(lattice)
+    if L.shape != (3, 3):
+        raise ValueError(f"lattice must be (3, 3) with the cell vectors as rows, got {L.shape}")
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float) @ L
+    return [(corners[a], corners[b]) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
+
+
 def unit_cell_figure(lattice, frac_coords=None, species: Sequence[str] | None = None, colors=None, fig=None,
                      title: str | None = None):
     """Draw the unit cell spanned by the rows of ``lattice: (3, 3)`` and optional sites (fractional coords)."""
     import plotly.graph_objects as go
 
+    edges = cell_edges(lattice)
     L = _np(lattice)
-    if L.shape != (3, 3):
-        raise ValueError(f"lattice must be (3, 3) with the cell vectors as rows, got {L.shape}")
     fig = fig or go.Figure()
-    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float) @ L
-    edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
     xs, ys, zs = [], [], []
     for a, b in edges:
-        xs += [corners[a, 0], corners[b, 0], None]
-        ys += [corners[a, 1], corners[b, 1], None]
-        zs += [corners[a, 2], corners[b, 2], None]
+        xs += [a[0], b[0], None]
+        ys += [a[1], b[1], None]
+        zs += [a[2], b[2], None]
     fig.add_trace(go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line=dict(color="#555", width=3), name="cell", hoverinfo="skip"))
     if frac_coords is not None:
         cart = _np(frac_coords) @ L
