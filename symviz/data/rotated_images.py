@@ -44,7 +44,7 @@ def random_rot90(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     """Rotate each image of ``x: (B, ..., H, W)`` by its own random multiple of 90°; returns ``(rotated, k)``."""
     if not torch.is_tensor(x) or x.ndim < 3 or x.shape[-1] != x.shape[-2]:
         raise ValueError(f"x must be a batch of square images (B, ..., H, W), got {getattr(x, 'shape', type(x))}")
-    k = torch.randint(0, 4, (x.shape[0],), generator=generator)
+    k = torch.randint(0, 4, (x.shape[0],), generator=generator).to(x.device)
     out = x.clone()
     for j in range(1, 4):
         sel = k == j

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..data.rotated_images import random_rot90
 from ..train import fit
 from .canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCanonicalizer, PCAFrameCanonicalizer,
                         PointFrameCanonicalizer, PointNetClassifier)
@@ -35,13 +36,7 @@ POINTSET_MODELS = ("pointnet", "pca", "learned")
 
 def rot90_augment(x: torch.Tensor) -> torch.Tensor:
     """Rotate each image of a batch ``(B, C, H, W)`` by a fresh random multiple of 90° (augmentation)."""
-    k = torch.randint(0, 4, (x.shape[0],), device=x.device)
-    out = x.clone()
-    for j in range(1, 4):
-        sel = k == j
-        if sel.any():
-            out[sel] = torch.rot90(x[sel], j, dims=(-2, -1))
-    return out
+    return random_rot90(x)[0]
 
 
 def make_image_model(kind: str, n_classes: int = 10, width: int = 16, canon_hidden: int = 8,
