@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["MCEGNNLayer", "MCEGNN", "EGNN", "EGNNOutput", "MCEGNNRegressor", "NaiveEGNN",
            "n_gram_invariants", "gram_invariants", "fully_connected_edges", "count_parameters"]
@@ -93,10 +94,20 @@ def fully_connected_edges(mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([b * n + i, b * n + j])
 
 
-def _neighbour_index(n: int, device=None) -> torch.Tensor:
-    """``(n, n-1)`` long: row ``i`` lists ``0..n-1`` without ``i`` (the neighbours in a complete graph)."""
-    idx = torch.arange(n, device=device)
-    return idx.repeat(n, 1)[~torch.eye(n, dtype=torch.bool, device=device)].view(n, n - 1)
+def off_diagonal(t: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a ``(B, n, n, ...)`` pair tensor as ``(B, n, n-1, ...)``.
+
+    Row ``i`` keeps the entries ``j != i`` in increasing ``j``. Pure slicing and reshaping (no index
+    gather), so its backward is a cheap zero-padding rather than a scatter:
+    drop the first of the ``n*n`` flattened entries, view the rest as ``(n-1, n+1)`` and drop the last
+    column, which holds exactly the diagonal entries ``(1,1), (2,2), ...``.
+
+    >>> off_diagonal(torch.arange(9).view(1, 3, 3)).tolist()
+    [[[1, 2], [3, 5], [6, 7]]]
+    """
+    B, n = t.shape[:2]
+    rest = t.shape[3:]
+    return t.reshape(B, n * n, *rest)[:, 1:].reshape(B, n - 1, n + 1, *rest)[:, :, :n].reshape(B, n, n - 1, *rest)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -106,6 +117,158 @@ def count_parameters(model: nn.Module) -> int:
 
 def _mlp(n_in: int, n_hidden: int, n_out: int, act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), act(), nn.Linear(n_hidden, n_out))
+
+
+def _pad_off_diagonal(t: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`off_diagonal`: ``(B, n, n-1, ...)`` back to ``(B, n, n, ...)`` with a zero diagonal."""
+    B, n = t.shape[:2]
+    rest = t.shape[3:]
+    full = t.new_zeros(B, n * n, *rest)
+    full[:, 1:].view(B, n - 1, n + 1, *rest)[:, :, :n] = t.reshape(B, n - 1, n, *rest)
+    return full.view(B, n, n, *rest)
+
+
+def _silu_grad(grad: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.silu_backward(grad, pre)
+
+
+def _sym_gram_grad(g: torch.Tensor, C: int) -> torch.Tensor:
+    """``(..., C(C+1)/2)`` gradients of the Gram upper triangle -> the symmetric ``(..., C, C)`` matrix ``S``
+    with ``d/d(diff) = diff @ S`` (off-diagonal entries once, diagonal entries twice)."""
+    iu = torch.triu_indices(C, C, device=g.device)
+    M = g.new_zeros(*g.shape[:-1], C, C)
+    M[..., iu[0], iu[1]] = g
+    return M + M.transpose(-1, -2)
+
+
+class _DenseLayerFunction(torch.autograd.Function):
+    """One dense (MC-)EGNN layer with a hand-written backward (see :meth:`MCEGNNLayer.forward_dense`).
+
+    Autograd would record ~40 small operations per layer and keep every intermediate; here the
+    forward runs without autograd, saves exactly the tensors the backward reads, and the backward
+    skips what no one asked for (e.g. the last layer's ``h`` update when only positions enter the loss).
+    Same function as :meth:`MCEGNNLayer.forward_edges` (tested, values and gradients, in float64).
+    """
+
+    @staticmethod
+    def forward(ctx, cfg, h, x, v0, extra, emask, inv_deg, *params):
+        C, n_blocks, update = cfg
+        Wn, bn, W3, We, be, Wa, Wo, bo, Wc0, bc0, Wc2, bc2, Wv, bv = params
+        B, n, H = h.shape
+        k, E = n - 1, B * n * (n - 1)
+        h2 = h.reshape(B * n, H)
+        P = torch.addmm(bn, h2, Wn.t()).view(B, n, n_blocks, H)
+        diff = off_diagonal(x[:, :, None] - x[:, None, :])                    # (B,n,k,3,C)
+        inv = gram_invariants(diff)
+        if extra is not None:
+            inv = torch.cat([inv, extra], -1)
+        inv2 = inv.reshape(E, -1)
+        pre = off_diagonal(P[:, :, 0, None] + P[:, None, :, 1]).reshape(E, H).addmm_(inv2, W3.t())
+        s1 = F.silu(pre)
+        # bias adds written after the matmul (not addmm): a fusing compiler folds them into the next kernel
+        t = torch.mm(s1, We.t()).add_(be)
+        m = F.silu(t)
+        em = None if emask is None else emask.reshape(E, 1)
+        if em is not None:
+            m.mul_(em)
+        agg = m.view(B, n, k, H).sum(2).view(B * n, H)
+        q = torch.mm(agg, Wa.t()).add_(P[:, :, 2].reshape(B * n, H))
+        sq = F.silu(q)
+        h_new = torch.mm(sq, Wo.t()).add_(bo).add_(h2).view(B, n, H)
+        c = s3 = w = sv = vs = None
+        if update:
+            c = torch.mm(m, Wc0.t()).add_(bc0)
+            s3 = F.silu(c)
+            w = torch.addmm(bc2, s3, Wc2.t())
+            if em is not None:
+                w.mul_(em)
+            wv = w.view(B, n, k, C, C)
+            if C == 1:
+                u = (diff[..., 0] * wv[..., 0]).sum(2)[..., None]
+            else:
+                u = torch.einsum("bijdc,bijce->bide", diff, wv)
+            u.mul_(inv_deg)
+            if Wv is not None and v0 is not None:
+                sv = F.silu(P[:, :, 3].reshape(B * n, H))
+                vs = torch.addmm(bv, sv, Wv.t()).view(B, n, C)
+                u.add_(v0[..., None] * vs[:, :, None, :])
+            x_new = x + u
+        else:
+            x_new = x.clone()
+        ctx.cfg = cfg
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(h2, P, diff, inv2, pre, s1, t, m, agg, q, sq, c, s3, w, sv, vs, v0, em, inv_deg,
+                              *params)
+        return h_new, x_new
+
+    @staticmethod
+    def backward(ctx, gh_new, gx_new):
+        C, n_blocks, update = ctx.cfg
+        (h2, P, diff, inv2, pre, s1, t, m, agg, q, sq, c, s3, w, sv, vs, v0, em, inv_deg,
+         Wn, bn, W3, We, be, Wa, Wo, bo, Wc0, bc0, Wc2, bc2, Wv, bv) = ctx.saved_tensors
+        B, n, k = diff.shape[:3]
+        H = h2.shape[1]
+        E = B * n * k
+        grads = dict.fromkeys(("Wn", "bn", "W3", "We", "be", "Wa", "Wo", "bo", "Wc0", "bc0", "Wc2", "bc2", "Wv", "bv"))
+        gP = h2.new_zeros(B, n, n_blocks, H)
+        gh, gx = None, gx_new                                                 # residual paths
+        gv0 = gextra = gm = gm_node = gdiff = None
+        if gh_new is not None:                                                # node update
+            g = gh_new.reshape(B * n, H)
+            gh = g
+            grads["Wo"], grads["bo"] = g.t() @ sq, g.sum(0)
+            gq = _silu_grad(g @ Wo, q)
+            gP[:, :, 2] = gq.view(B, n, H)
+            grads["Wa"] = gq.t() @ agg
+            gm_node = (gq @ Wa).view(B, n, 1, H)                             # d/dm of sum_j m_ij: broadcast
+        if update and gx_new is not None:                                     # coordinate update
+            if vs is not None:
+                gvs = (gx_new * v0[..., None]).sum(2).view(B * n, C)
+                if ctx.needs_input_grad[3]:
+                    gv0 = (gx_new * vs[:, :, None, :]).sum(-1)
+                grads["Wv"], grads["bv"] = gvs.t() @ sv, gvs.sum(0)
+                gP[:, :, 3] = _silu_grad(gvs @ Wv, P[:, :, 3].reshape(B * n, H)).view(B, n, H)
+            gus = gx_new * inv_deg                                            # (B,n,3,C)
+            wv = w.view(B, n, k, C, C)
+            if C == 1:
+                gw = (gus[:, :, None, :, 0] * diff[..., 0]).sum(-1).reshape(E, 1)
+                gdiff = gus[:, :, None] * wv[..., 0, 0, None, None]              # (B,n,k,3,1)
+            else:
+                gw = torch.einsum("bide,bijdc->bijce", gus, diff).reshape(E, C * C)
+                gdiff = torch.einsum("bide,bijce->bijdc", gus, wv)
+            if em is not None:
+                gw = gw * em
+            grads["Wc2"], grads["bc2"] = gw.t() @ s3, gw.sum(0)
+            gc = _silu_grad(gw @ Wc2, c)
+            grads["Wc0"], grads["bc0"] = gc.t() @ m, gc.sum(0)
+            gm = gc @ Wc0
+        if gm_node is not None:
+            gm = (gm_node.expand(B, n, k, H) if gm is None else gm.view(B, n, k, H) + gm_node).reshape(E, H)
+        if gm is not None:                                                    # message MLP phi_e
+            if em is not None:
+                gm = gm * em
+            gt = _silu_grad(gm, t)
+            grads["We"], grads["be"] = gt.t() @ s1, gt.sum(0)
+            gpre = _silu_grad(gt @ We, pre)
+            grads["W3"] = gpre.t() @ inv2
+            ginv = gpre @ W3
+            gpre4 = gpre.view(B, n, k, H)
+            gP[:, :, 0] = gpre4.sum(2)
+            gP[:, :, 1] = _pad_off_diagonal(gpre4).sum(1)
+            n_gram = C * (C + 1) // 2
+            g_gram = diff @ _sym_gram_grad(ginv[:, :n_gram].view(B, n, k, n_gram), C)
+            gdiff = g_gram if gdiff is None else gdiff + g_gram
+            if ctx.needs_input_grad[4]:
+                gextra = ginv[:, n_gram:].reshape(B, n, k, -1)
+        gP2 = gP.view(B * n, n_blocks * H)
+        grads["Wn"], grads["bn"] = gP2.t() @ h2, gP2.sum(0)
+        gh = gP2 @ Wn if gh is None else gP2 @ Wn + gh
+        if gdiff is not None:
+            gxd = gdiff.sum(2) - _pad_off_diagonal(gdiff).sum(1)
+            gx = gxd if gx is None else gx + gxd
+        gparams = [grads[name] if p is not None else None
+                   for name, p in zip(grads, (Wn, bn, W3, We, be, Wa, Wo, bo, Wc0, bc0, Wc2, bc2, Wv, bv))]
+        return (None, gh.view(B, n, H), gx, gv0, gextra, None, None, *gparams)
 
 
 class MCEGNNLayer(nn.Module):
@@ -155,39 +318,26 @@ class MCEGNNLayer(nn.Module):
     def _node_update(self, h, node_h, agg):
         return h + self.node_out(self.act(node_h + self.node_in_agg(agg)))
 
-    def forward_dense(self, h, x, v0, inv_extra, emask, inv_deg, nbr):
+    def _params(self):
+        none2 = (None, None)
+        coord = (self.coord_mlp[0].weight, self.coord_mlp[0].bias, self.coord_mlp[2].weight,
+                 self.coord_mlp[2].bias) if self.update_coords else none2 + none2
+        vel = (self.vel_out.weight, self.vel_out.bias) if self.velocity else none2
+        return (self.node_in.weight, self.node_in.bias, self.edge_in_inv.weight, self.edge_out.weight,
+                self.edge_out.bias, self.node_in_agg.weight, self.node_out.weight, self.node_out.bias) + coord + vel
+
+    def forward_dense(self, h, x, v0, inv_extra, emask, inv_deg):
         """Dense path over the ``n - 1`` neighbours of each node of fully connected graphs.
 
         ``h (B,n,H)``, ``x (B,n,3,C)``, ``v0 (B,n,3)|None``, ``inv_extra (B,n,n-1,E)|None`` (edge
-        attributes), ``emask (B,n,n-1,1)|None`` (1 for real edges; None: all real), ``inv_deg (B,1,1,1)`` = 1/(n_valid - 1),
-        ``nbr (n, n-1)`` long: ``nbr[i]`` lists the nodes ``j != i``.
+        attributes), ``emask (B,n,n-1,1)|None`` (1 for real edges; None: all real), ``inv_deg (B,1,1,1)`` =
+        1/(n_valid - 1). Pair tensors are built by broadcasting over ``(n, n)`` and keeping the
+        off-diagonal (:func:`off_diagonal`), so there are no gathers or scatters; the forward and a
+        hand-written backward run as one autograd node (:class:`_DenseLayerFunction`), which supports
+        first derivatives (training, forces) but not double backward (use ``path="edges"`` for that).
         """
-        diff = x[:, :, None] - x[:, nbr]                                      # (B,n,n-1,3,C)
-        inv = gram_invariants(diff)
-        if inv_extra is not None:
-            inv = torch.cat([inv, inv_extra], -1)
-        e_i, e_j, node_h, vel = self._node_terms(h)
-        B, n, k = diff.shape[:3]
-        # edge MLPs on 2D (edges, H) views: Linear then runs as one addmm with the bias fused
-        pre = (e_i[:, :, None] + e_j[:, nbr]).reshape(B * n * k, -1) + self.edge_in_inv(inv.reshape(B * n * k, -1))
-        em = None if emask is None else emask.reshape(B * n * k, 1)
-        m = self.act(self.edge_out(self.act(pre)))                            # (B*n*(n-1), H)
-        if em is not None:
-            m = m * em
-        if self.update_coords:
-            C = self.channels
-            w = self.coord_mlp(m)
-            w = (w if em is None else w * em).view(B, n, k, C, C)
-            if C == 1:
-                u = (diff[..., 0] * w[..., 0]).sum(2)[..., None]
-            else:
-                u = torch.einsum("bijdc,bijce->bide", diff, w)
-            u = u * inv_deg
-            if vel is not None and v0 is not None:
-                u = u + v0[..., None] * vel[:, :, None, :]
-            x = x + u
-        m = m.view(B, n, k, -1)
-        return self._node_update(h, node_h, m.sum(2)), x
+        cfg = (self.channels, self.n_node_blocks, self.update_coords)
+        return _DenseLayerFunction.apply(cfg, h, x, v0, inv_extra, emask, inv_deg, *self._params())
 
     def forward_edges(self, h, x, v0, edge_attr, edge_index, inv_deg):
         """Edge-list path. ``h (M,H)``, ``x (M,3,C)``, ``v0 (M,3)|None``, ``edge_attr (E,E_f)|None``,
@@ -316,14 +466,12 @@ class MCEGNN(nn.Module):
         if padded:
             hid, x = hid * fmask[..., None], x * fmask[..., None, None]
         if path == "dense":
-            nbr = _neighbour_index(n, h.device)
             # edge mask (B,n,n-1,1); None without padding saves two passes over the edge tensors per layer
-            emask = (fmask[:, :, None] * fmask[:, nbr])[..., None] if padded else None
+            emask = off_diagonal(fmask[:, :, None] * fmask[:, None, :])[..., None] if padded else None
             inv_deg = (1.0 / deg)[:, None, None, None]
-            extra = None if edge_attr is None else edge_attr.gather(
-                2, nbr[None, :, :, None].expand(B, n, n - 1, edge_attr.shape[-1]))
+            extra = None if edge_attr is None else off_diagonal(edge_attr)
             for layer in self.layers:
-                hid, x = layer.forward_dense(hid, x, v, extra, emask, inv_deg, nbr)
+                hid, x = layer.forward_dense(hid, x, v, extra, emask, inv_deg)
         else:
             edge_index = fully_connected_edges(mask)
             ea = None if edge_attr is None else edge_attr.reshape(B * n, n, -1)[edge_index[0], edge_index[1] % n]
