@@ -19,6 +19,7 @@ import hashlib
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -26,7 +27,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint", "torch_threads"]
+__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint", "torch_threads",
+           "CompileOrEager"]
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -97,6 +99,71 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _compiler_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the compiler could not build this", as opposed to an error in the user's code."""
+    errs: list[type[BaseException]] = []
+    for mod, names in (("torch._dynamo.exc", ("BackendCompilerFailed",)),
+                       ("torch._inductor.exc", ("InductorError", "CppCompileError"))):
+        try:
+            m = __import__(mod, fromlist=list(names))
+        except ImportError:
+            continue
+        errs += [getattr(m, n) for n in names if isinstance(getattr(m, n, None), type)]
+    return tuple(errs)
+
+
+class CompileOrEager(torch.nn.Module):
+    """``torch.compile(module)`` where it works, the eager module where it does not.
+
+    The first call compiles (tens of seconds on a CPU; cached on disk by inductor for later processes).
+    If the compiler cannot build the model (no C++ toolchain, an unsupported platform or operation), a
+    :class:`RuntimeWarning` says why, :attr:`fallback_reason` keeps the message and every call runs the
+    eager module: same parameters, same function. Errors in the caller's inputs (wrong shapes, ...) are
+    raised as usual, not hidden by the fallback.
+
+    Parameters and ``state_dict`` are those of ``module`` (under the prefix ``module.``); save
+    ``wrapper.module`` to get the plain model's keys. Keyword arguments go to :func:`torch.compile`.
+
+    >>> w = CompileOrEager(torch.nn.Linear(2, 1), backend="eager")
+    >>> w(torch.ones(3, 2)).shape, w.is_compiled
+    (torch.Size([3, 1]), True)
+    """
+
+    def __init__(self, module: torch.nn.Module, **compile_kwargs):
+        super().__init__()
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"CompileOrEager wraps a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.fallback_reason: str | None = None
+        try:
+            compiled = torch.compile(module, **compile_kwargs)
+        except Exception as err:  # torch.compile refuses this platform or Python up front
+            compiled = None
+            self._fall_back(err)
+        self.__dict__["_compiled"] = compiled   # a plain attribute: not a second copy of the submodule
+
+    def _fall_back(self, err: BaseException) -> None:
+        message = " ".join(str(err).split())          # one line: the compiler's messages span many
+        self.fallback_reason = f"{type(err).__name__}: {message[:300]}{'...' if len(message) > 300 else ''}"
+        self.__dict__["_compiled"] = None
+        warnings.warn(f"torch.compile could not build {type(self.module).__name__} ({self.fallback_reason}); "
+                      "running it eagerly (same function, slower)", RuntimeWarning, stacklevel=3)
+
+    @property
+    def is_compiled(self) -> bool:
+        """False once the model fell back to eager."""
+        return self.__dict__.get("_compiled") is not None
+
+    def forward(self, *args, **kwargs):
+        compiled = self.__dict__.get("_compiled")
+        if compiled is not None:
+            try:
+                return compiled(*args, **kwargs)
+            except _compiler_errors() as err:
+                self._fall_back(err)
+        return self.module(*args, **kwargs)
 
 
 def cache_dir() -> Path:
@@ -176,6 +243,7 @@ def fit(
     progress: bool = True,
     metrics: dict[str, Callable[[torch.nn.Module, Any], torch.Tensor]] | None = None,
     desc: str = "fit",
+    compile: bool = False,
 ) -> FitResult:
     """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``train_loader``.
 
@@ -189,6 +257,10 @@ def fit(
         amp: bf16 autocast; default on for CUDA only.
         checkpoint: a name; the best weights are saved to ``cache_dir()/checkpoints/<name>.pt``.
         metrics: extra validation metrics ``name -> (model, batch) -> tensor`` (batch means).
+        compile: train through :class:`CompileOrEager` (``torch.compile`` with an eager fallback); it pays
+            for long runs (the first batch compiles for tens of seconds on a CPU). Validation runs eagerly,
+            and each new training batch shape compiles once more, so prefer a batch size that divides
+            the training set.
     Returns:
         :class:`FitResult` with a pandas history (``epoch``, ``train_loss``, ``val_loss``, metrics,
         ``seconds``).
@@ -226,6 +298,7 @@ def fit(
     else:
         raise ValueError(f"optimizer must be 'adam', 'adamw', 'sgd' or a torch optimizer, got {optimizer!r}")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if scheduler == "cosine" else None
+    step_model = CompileOrEager(model, dynamic=False) if compile else model
 
     rows, best, best_state, best_epoch, bad = [], float("inf"), None, 0, 0
     t0 = time.perf_counter()
@@ -236,7 +309,7 @@ def fit(
         for batch in train_loader:
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(model, batch)
+                loss = loss_fn(step_model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fit: loss became {loss.item()} at epoch {epoch}; lower lr or check the data")
             opt.zero_grad(set_to_none=True)

@@ -200,6 +200,117 @@ def test_dense_and_edge_paths_agree(C):
     torch.testing.assert_close(g.x.reshape(B, n, 3), dense(h, x, v, ea).x, rtol=1e-10, atol=1e-10)
 
 
+def test_off_diagonal_and_its_inverse():
+    t = torch.arange(2 * 4 * 4 * 3).view(2, 4, 4, 3)
+    off = egnn.off_diagonal(t)
+    want = torch.stack([torch.stack([t[b, i, [j for j in range(4) if j != i]] for i in range(4)]) for b in range(2)])
+    assert torch.equal(off, want)
+    back = egnn._pad_off_diagonal(off)
+    assert torch.equal(back, t * (1 - torch.eye(4, dtype=t.dtype))[None, :, :, None])
+
+
+_GRAD_CASES = [  # channels, velocity, edge_nf, padded, update_coords, loss uses h
+    (1, True, 1, False, True, False), (2, True, 1, True, True, True), (3, False, 0, True, True, True),
+    (2, True, 0, False, False, True), (1, False, 1, True, True, False), (3, True, 1, False, True, True)]
+
+
+@pytest.mark.parametrize("C, vel, enf, padded, upd, use_h", _GRAD_CASES)
+def test_dense_hand_written_backward_matches_autograd_edges(C, vel, enf, padded, upd, use_h):
+    """The dense path's hand-written backward gives autograd's gradients (edge-list path) for every input and weight."""
+    torch.manual_seed(1)
+    dense = egnn.MCEGNN(2, 8, 2, C, edge_nf=enf, velocity=vel, update_coords=upd, path="dense").double()
+    edges = egnn.MCEGNN(2, 8, 2, C, edge_nf=enf, velocity=vel, update_coords=upd, path="edges").double()
+    edges.load_state_dict(dense.state_dict())
+    g = torch.Generator().manual_seed(2)
+    B, n = 3, 5
+    h = torch.randn(B, n, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(B, n, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(B, n, 3, generator=g, dtype=torch.float64, requires_grad=True) if vel else None
+    ea = torch.randn(B, n, n, enf, generator=g, dtype=torch.float64, requires_grad=True) if enf else None
+    mask = None
+    if padded:
+        mask = torch.ones(B, n, dtype=torch.bool)
+        mask[0, 3:] = False
+        mask[2, 4] = False
+    inputs = [t for t in (h, x, v, ea) if t is not None]
+    grads = []
+    for m in (dense, edges):
+        out = m(h, x, v, ea, mask)
+        loss = 0.3 * (out.x_channels ** 2).sum() + out.x_channels.sum() + ((out.h ** 2).sum() if use_h else 0)
+        gs = torch.autograd.grad(loss, inputs + list(m.parameters()), allow_unused=True)
+        grads.append([torch.zeros(()) if t is None else t for t in gs])
+    assert len(grads[0]) == len(inputs) + len(list(dense.parameters()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_dense_backward_gradcheck():
+    torch.manual_seed(0)
+    m = egnn.MCEGNN(2, 4, 2, 2, edge_nf=1, path="dense").double()
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+            for s in ((2, 4, 2), (2, 4, 3), (2, 4, 3), (2, 4, 4, 1))]
+    assert torch.autograd.gradcheck(lambda h, x, v, ea: (m(h, x, v, ea).x_channels, m(h, x, v, ea).h), args)
+
+
+def test_compiled_model_matches_eager():
+    """The dense layer traces into one graph (torch.compile with the aot_eager backend: no C++ needed)."""
+    from symviz.train import CompileOrEager
+
+    m = _model(2, "dense")
+    w = CompileOrEager(m, backend="aot_eager", fullgraph=True)
+    h, x, v, ea = _inputs()
+    x = x.clone().requires_grad_(True)
+    a, b = w(h, x, v, ea), m(h, x, v, ea)
+    assert w.is_compiled and w.fallback_reason is None
+    torch.testing.assert_close(a.x, b.x)
+    params = [x] + list(m.parameters())           # the last layer's h update does not reach x: allow_unused
+    ga = torch.autograd.grad(a.x.square().sum(), params, allow_unused=True)
+    gb = torch.autograd.grad(b.x.square().sum(), params, allow_unused=True)
+    for t, p, q in zip(params, ga, gb):
+        torch.testing.assert_close(torch.zeros_like(t) if p is None else p, torch.zeros_like(t) if q is None else q)
+    assert list(w.state_dict()) == ["module." + k for k in m.state_dict()]
+
+
+def test_inductor_compiled_training_step_matches_eager():
+    """The real torch.compile (inductor, C++ kernels; ~20 s) computes the eager model's loss and gradients.
+    Where no compiler works, CompileOrEager must say so and still compute them eagerly."""
+    from symviz.train import CompileOrEager
+
+    torch.manual_seed(0)
+    m = egnn.MCEGNN(1, 8, 1, 2, edge_nf=1, path="dense")
+    w = CompileOrEager(m, dynamic=False)
+    h, x, v, ea = (t.float() for t in _inputs(B=4))
+    target = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(1))
+    params = list(m.parameters())
+    g_c = torch.autograd.grad(((w(h, x, v, ea).x - target) ** 2).mean(), params, allow_unused=True)
+    g_e = torch.autograd.grad(((m(h, x, v, ea).x - target) ** 2).mean(), params, allow_unused=True)
+    assert w.is_compiled or w.fallback_reason
+    for p, a, b in zip(params, g_c, g_e):
+        torch.testing.assert_close(torch.zeros_like(p) if a is None else a, torch.zeros_like(p) if b is None else b,
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_compile_failure_falls_back_to_eager():
+    from symviz.train import CompileOrEager
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    m = _model(1, "dense")
+    w = CompileOrEager(m, backend=broken_backend)
+    h, x, v, ea = _inputs()
+    with pytest.warns(RuntimeWarning, match="running it eagerly"):
+        out = w(h, x, v, ea)
+    assert not w.is_compiled and "no C++ compiler here" in w.fallback_reason
+    torch.testing.assert_close(out.x, m(h, x, v, ea).x)
+    # mistakes in the inputs are not swallowed by the fallback
+    with pytest.raises(ValueError, match="x must have shape"):
+        CompileOrEager(_model(1, "dense"), backend="eager")(h, x[..., :2], v, ea)
+    with pytest.raises(TypeError, match="wraps a torch.nn.Module"):
+        CompileOrEager(lambda t: t)
+
+
 def test_auto_path_choice():
     m = egnn.MCEGNN(1, 8, 1, 2)
     assert m.path == "auto" and m.dense_max_nodes >= 5

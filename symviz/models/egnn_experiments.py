@@ -47,11 +47,13 @@ def _nbody_tensors(split):
 
 def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64, n_layers: int = 4,
                 epochs: int = 100, lr: float = 5e-4, batch_size: int = 100, weight_decay: float = 1e-12,
-                device: str = "auto", patience: int | None = None, progress: bool = False) -> RunResult:
+                device: str = "auto", patience: int | None = None, progress: bool = False,
+                compile: bool = False) -> RunResult:
     """Train an (MC-)EGNN on :func:`symviz.data.nbody.charged_splits` output; ``test`` is the test MSE.
 
     Defaults follow the EGNN reference setup for N-body (Satorras et al. 2021: hidden 64, 4 layers,
-    Adam lr 5e-4, batch 100, weight decay 1e-12).
+    Adam lr 5e-4, batch 100, weight decay 1e-12). ``compile=True`` trains through ``torch.compile``
+    with an eager fallback (:class:`symviz.train.CompileOrEager`): worth it for long runs only.
     """
     torch.manual_seed(seed)
     model = MCEGNN(1, hidden_nf, n_layers, channels, edge_nf=1, velocity=True)
@@ -60,7 +62,8 @@ def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int =
     te = _loader(_nbody_tensors(splits["test"]), 500, False, seed)
     t0 = time.perf_counter()
     res = fit(model, nbody_mse, tr, va, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed,
-              device=device, amp=False, patience=patience, progress=progress, desc=f"N-body C={channels} seed={seed}")
+              device=device, amp=False, patience=patience, progress=progress, desc=f"N-body C={channels} seed={seed}",
+              compile=compile)
     test = evaluate(res.model, nbody_mse, te, device)
     return RunResult(res.model, channels, seed, test, res.history, count_parameters(model), time.perf_counter() - t0)
 
