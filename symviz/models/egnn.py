@@ -26,15 +26,18 @@ Speed: the first layer of ``phi_e`` acts on a concatenation, ``W [h_i, h_j, g_ij
 (W_1 h_i + b) + W_2 h_j + W_3 [g_ij, a_ij]``, so ``W_1 h`` and ``W_2 h`` are computed once per *node*
 and broadcast to the edges (likewise the node halves of ``phi_h`` and ``phi_v``: one matmul per node).
 For small fully connected graphs (``n <= dense_max_nodes``) the edges of a batch are one dense
-``(B, n, n-1, hidden)`` tensor (each node's ``n-1`` neighbours, no wasted diagonal, sums instead of
-scatters); otherwise an edge-list (gather / ``index_add_``) path runs. Both compute the same function
-(tested). Measured on CPU at 5 particles, batch 100, hidden 64, 4 layers, the train step is about
-1.2x faster than the straightforward edge-list EGNN (:class:`NaiveEGNN`), not 2x: with 5 nodes there are
-only 4 edges per node, so moving the first layer of ``phi_e`` to the nodes cuts the matmul FLOPs by about
-1.4x at most (the two hidden x hidden edge matmuls of ``phi_e`` and ``phi_x`` remain), and elementwise
-kernels (SiLU, adds) take a third of the time; a fusing compiler is what could go further
-(see ``benchmarks/bench_04_multichannel_egnn.py``). With more edges per node the gain is larger (about
-1.5x at 20 nodes, batch 10, in one CPU measurement).
+``(B, n, n-1, hidden)`` tensor built by broadcasting and slicing off the diagonal (:func:`off_diagonal`;
+no gathers, so no scatters in the backward), and each layer is one autograd node with a hand-written
+backward (:class:`_DenseLayerFunction`); otherwise an edge-list (gather / ``index_add_``) path runs under
+plain autograd. Both compute the same function, values and gradients (tested in float64).
+
+At 5 particles, batch 100, hidden 64, 4 layers there are only 4 edges per node, so the node-level first
+layer cuts the matmul FLOPs by about 1.4x at most (the two hidden x hidden edge matmuls of ``phi_e`` and
+``phi_x`` remain), and SiLU and its derivative on every edge cost as much as a matmul. Eager, the dense
+train step is about 1.3-1.4x faster than the straightforward edge-list EGNN (:class:`NaiveEGNN`) on a
+CPU; compiled (:class:`symviz.train.CompileOrEager`, which fuses the elementwise work) about 2.3x for
+``C = 1`` and 1.9x for ``C = 2`` at 2 threads (``benchmarks/bench_04_multichannel_egnn.py`` measures
+them side by side; ``benchmarks/results.md`` has the latest table).
 
     >>> import torch
     >>> model = MCEGNN(in_node_nf=2, hidden_nf=16, n_layers=2, channels=3)
