@@ -131,17 +131,29 @@ def _pad_off_diagonal(t: torch.Tensor) -> torch.Tensor:
     return full.view(B, n, n, *rest)
 
 
+def _dense_pairs(B: int, n: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat node indices ``(row, col)`` of the pairs ``(i, j != i)`` of ``B`` complete graphs of ``n`` nodes, in
+    :func:`off_diagonal` order (row-major, increasing ``j``), without ``nonzero`` (so it traces into a
+    compiled graph). Same pairs as :func:`fully_connected_edges` of a full mask."""
+    k = n - 1
+    i = torch.arange(n, device=device)[:, None]
+    t = torch.arange(k, device=device)[None, :]
+    j = t + (t >= i).long()                                                   # skip the diagonal
+    base = (torch.arange(B, device=device) * n)[:, None, None]
+    return (base + i.expand(n, k)).reshape(-1), (base + j).reshape(-1)
+
+
 def _silu_grad(grad: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.silu_backward(grad, pre)
 
 
 def _sym_gram_grad(g: torch.Tensor, C: int) -> torch.Tensor:
-    """``(..., C(C+1)/2)`` gradients of the Gram upper triangle -> the symmetric ``(..., C, C)`` matrix ``S``
+    """``(C(C+1)/2, ...)`` gradients of the Gram upper triangle -> the symmetric ``(C, C, ...)`` matrix ``S``
     with ``d/d(diff) = diff @ S`` (off-diagonal entries once, diagonal entries twice)."""
     iu = torch.triu_indices(C, C, device=g.device)
-    M = g.new_zeros(*g.shape[:-1], C, C)
-    M[..., iu[0], iu[1]] = g
-    return M + M.transpose(-1, -2)
+    M = g.new_zeros(C, C, *g.shape[1:])
+    M[iu[0], iu[1]] = g
+    return M + M.transpose(0, 1)
 
 
 class _DenseLayerFunction(torch.autograd.Function):
@@ -154,18 +166,22 @@ class _DenseLayerFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, cfg, h, x, v0, extra, emask, inv_deg, *params):
+    def forward(ctx, cfg, h, x, v0, extra, emask, inv_deg, row, col, *params):
         C, n_blocks, update = cfg
         Wn, bn, W3, We, be, Wa, Wo, bo, Wc0, bc0, Wc2, bc2, Wv, bv = params
         B, n, H = h.shape
         k, E = n - 1, B * n * (n - 1)
         h2 = h.reshape(B * n, H)
         P = torch.addmm(bn, h2, Wn.t()).view(B, n, n_blocks, H)
-        diff = off_diagonal(x[:, :, None] - x[:, None, :])                    # (B,n,k,3,C)
-        inv = gram_invariants(diff)
+        # vectors are channels-first, x (C, 3, B, n), and pair vectors edge-major, (C, 3, E): the 3 x C
+        # algebra becomes a few elementwise products along long contiguous rows instead of E tiny matrix
+        # products (and a compiler vectorises over nodes/edges, not over the 3 coordinates)
+        xt = x.reshape(C, 3, B * n)
+        diff = xt[:, :, row] - xt[:, :, col]                                  # (C,3,E): x_i - x_j
+        iu = torch.triu_indices(C, C, device=x.device)
+        inv2 = (diff[iu[0]] * diff[iu[1]]).sum(1).t()                         # (E, C(C+1)/2) Gram invariants
         if extra is not None:
-            inv = torch.cat([inv, extra], -1)
-        inv2 = inv.reshape(E, -1)
+            inv2 = torch.cat([inv2, extra.reshape(E, -1)], -1)
         pre = off_diagonal(P[:, :, 0, None] + P[:, None, :, 1]).reshape(E, H).addmm_(inv2, W3.t())
         s1 = F.silu(pre)
         # bias adds written after the matmul (not addmm): a fusing compiler folds them into the next kernel
@@ -182,35 +198,32 @@ class _DenseLayerFunction(torch.autograd.Function):
         if update:
             c = torch.mm(m, Wc0.t()).add_(bc0)
             s3 = F.silu(c)
-            w = torch.addmm(bc2, s3, Wc2.t())
+            w = torch.addmm(bc2[:, None], Wc2, s3.t())                         # (C*C, E): phi_x, edge-major
             if em is not None:
-                w.mul_(em)
-            wv = w.view(B, n, k, C, C)
-            if C == 1:
-                u = (diff[..., 0] * wv[..., 0]).sum(2)[..., None]
-            else:
-                u = torch.einsum("bijdc,bijce->bide", diff, wv)
-            u.mul_(inv_deg)
+                w.mul_(em.t())
+            wt = w.view(C, C, E)
+            ut = (diff[:, None] * wt[:, :, None]).sum(0)                       # (C,3,E): sum_c diff[:, c] w[c, e]
+            u = ut.view(C, 3, B, n, k).sum(-1).mul_(inv_deg.view(1, 1, B, 1))   # (C,3,B,n)
             if Wv is not None and v0 is not None:
                 sv = F.silu(P[:, :, 3].reshape(B * n, H))
-                vs = torch.addmm(bv, sv, Wv.t()).view(B, n, C)
-                u.add_(v0[..., None] * vs[:, :, None, :])
+                vs = torch.addmm(bv, sv, Wv.t()).t().reshape(C, 1, B, n)
+                u.add_(v0[None] * vs)
             x_new = x + u
         else:
             x_new = x.clone()
         ctx.cfg = cfg
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(h2, P, diff, inv2, pre, s1, t, m, agg, q, sq, c, s3, w, sv, vs, v0, em, inv_deg,
-                              *params)
+                              row, col, *params)
         return h_new, x_new
 
     @staticmethod
     def backward(ctx, gh_new, gx_new):
         C, n_blocks, update = ctx.cfg
-        (h2, P, diff, inv2, pre, s1, t, m, agg, q, sq, c, s3, w, sv, vs, v0, em, inv_deg,
+        (h2, P, diff, inv2, pre, s1, t, m, agg, q, sq, c, s3, w, sv, vs, v0, em, inv_deg, row, col,
          Wn, bn, W3, We, be, Wa, Wo, bo, Wc0, bc0, Wc2, bc2, Wv, bv) = ctx.saved_tensors
-        B, n, k = diff.shape[:3]
-        H = h2.shape[1]
+        B, n = P.shape[:2]
+        k, H = n - 1, h2.shape[1]
         E = B * n * k
         grads = dict.fromkeys(("Wn", "bn", "W3", "We", "be", "Wa", "Wo", "bo", "Wc0", "bc0", "Wc2", "bc2", "Wv", "bv"))
         gP = h2.new_zeros(B, n, n_blocks, H)
@@ -226,23 +239,19 @@ class _DenseLayerFunction(torch.autograd.Function):
             gm_node = (gq @ Wa).view(B, n, 1, H)                             # d/dm of sum_j m_ij: broadcast
         if update and gx_new is not None:                                     # coordinate update
             if vs is not None:
-                gvs = (gx_new * v0[..., None]).sum(2).view(B * n, C)
+                gvs = (gx_new * v0[None]).sum(1).reshape(C, B * n).t()           # (B*n, C)
                 if ctx.needs_input_grad[3]:
-                    gv0 = (gx_new * vs[:, :, None, :]).sum(-1)
+                    gv0 = (gx_new * vs).sum(0)                                  # (3,B,n)
                 grads["Wv"], grads["bv"] = gvs.t() @ sv, gvs.sum(0)
                 gP[:, :, 3] = _silu_grad(gvs @ Wv, P[:, :, 3].reshape(B * n, H)).view(B, n, H)
-            gus = gx_new * inv_deg                                            # (B,n,3,C)
-            wv = w.view(B, n, k, C, C)
-            if C == 1:
-                gw = (gus[:, :, None, :, 0] * diff[..., 0]).sum(-1).reshape(E, 1)
-                gdiff = gus[:, :, None] * wv[..., 0, 0, None, None]              # (B,n,k,3,1)
-            else:
-                gw = torch.einsum("bide,bijdc->bijce", gus, diff).reshape(E, C * C)
-                gdiff = torch.einsum("bide,bijce->bijdc", gus, wv)
+            gus = (gx_new * inv_deg.view(1, 1, B, 1))[..., None].expand(C, 3, B, n, k).reshape(C, 3, E)
+            wt = w.view(C, C, E)
+            gw = (diff[:, None] * gus[None]).sum(2).reshape(C * C, E)         # sum_d gus[d, e] diff[d, c]
+            gdiff = (wt[:, :, None] * gus[None]).sum(1)                        # (C,3,E): sum_e gus[d, e] w[c, e]
             if em is not None:
-                gw = gw * em
-            grads["Wc2"], grads["bc2"] = gw.t() @ s3, gw.sum(0)
-            gc = _silu_grad(gw @ Wc2, c)
+                gw = gw * em.t()
+            grads["Wc2"], grads["bc2"] = gw @ s3, gw.sum(1)
+            gc = _silu_grad(gw.t() @ Wc2, c)
             grads["Wc0"], grads["bc0"] = gc.t() @ m, gc.sum(0)
             gm = gc @ Wc0
         if gm_node is not None:
@@ -259,19 +268,22 @@ class _DenseLayerFunction(torch.autograd.Function):
             gP[:, :, 0] = gpre4.sum(2)
             gP[:, :, 1] = _pad_off_diagonal(gpre4).sum(1)
             n_gram = C * (C + 1) // 2
-            g_gram = diff @ _sym_gram_grad(ginv[:, :n_gram].view(B, n, k, n_gram), C)
+            S = _sym_gram_grad(ginv[:, :n_gram].t(), C)                        # (C,C,E), symmetric
+            g_gram = (diff[:, None] * S[:, :, None]).sum(0)                    # (C,3,E): diff @ S
             gdiff = g_gram if gdiff is None else gdiff + g_gram
             if ctx.needs_input_grad[4]:
                 gextra = ginv[:, n_gram:].reshape(B, n, k, -1)
         gP2 = gP.view(B * n, n_blocks * H)
         grads["Wn"], grads["bn"] = gP2.t() @ h2, gP2.sum(0)
         gh = gP2 @ Wn if gh is None else gP2 @ Wn + gh
-        if gdiff is not None:
-            gxd = gdiff.sum(2) - _pad_off_diagonal(gdiff).sum(1)
+        if gdiff is not None:                                                 # diff = x_i - x_j
+            receivers = gdiff.view(C, 3, B, n, k).sum(-1)                      # edges are grouped by i
+            senders = _pad_off_diagonal(gdiff.view(C * 3 * B, n, k)).sum(1).view(C, 3, B, n)
+            gxd = receivers - senders
             gx = gxd if gx is None else gx + gxd
         gparams = [grads[name] if p is not None else None
                    for name, p in zip(grads, (Wn, bn, W3, We, be, Wa, Wo, bo, Wc0, bc0, Wc2, bc2, Wv, bv))]
-        return (None, gh.view(B, n, H), gx, gv0, gextra, None, None, *gparams)
+        return (None, gh.view(B, n, H), gx, gv0, gextra, None, None, None, None, *gparams)
 
 
 class MCEGNNLayer(nn.Module):
@@ -332,15 +344,16 @@ class MCEGNNLayer(nn.Module):
     def forward_dense(self, h, x, v0, inv_extra, emask, inv_deg):
         """Dense path over the ``n - 1`` neighbours of each node of fully connected graphs.
 
-        ``h (B,n,H)``, ``x (B,n,3,C)``, ``v0 (B,n,3)|None``, ``inv_extra (B,n,n-1,E)|None`` (edge
-        attributes), ``emask (B,n,n-1,1)|None`` (1 for real edges; None: all real), ``inv_deg (B,1,1,1)`` =
-        1/(n_valid - 1). Pair tensors are built by broadcasting over ``(n, n)`` and keeping the
+        ``h (B,n,H)``, ``x (C,3,B,n)`` (channels-first, contiguous), ``v0 (3,B,n)|None``,
+        ``inv_extra (B,n,n-1,E)|None`` (edge attributes), ``emask (B,n,n-1,1)|None`` (1 for real edges;
+        None: all real), ``inv_deg (B,1)`` = 1/(n_valid - 1). Returns ``h (B,n,H), x (C,3,B,n)``. Pair tensors are built by broadcasting over ``(n, n)`` and keeping the
         off-diagonal (:func:`off_diagonal`), so there are no gathers or scatters; the forward and a
         hand-written backward run as one autograd node (:class:`_DenseLayerFunction`), which supports
         first derivatives (training, forces) but not double backward (use ``path="edges"`` for that).
         """
         cfg = (self.channels, self.n_node_blocks, self.update_coords)
-        return _DenseLayerFunction.apply(cfg, h, x, v0, inv_extra, emask, inv_deg, *self._params())
+        row, col = _dense_pairs(h.shape[0], h.shape[1], h.device)
+        return _DenseLayerFunction.apply(cfg, h, x, v0, inv_extra, emask, inv_deg, row, col, *self._params())
 
     def forward_edges(self, h, x, v0, edge_attr, edge_index, inv_deg):
         """Edge-list path. ``h (M,H)``, ``x (M,3,C)``, ``v0 (M,3)|None``, ``edge_attr (E,E_f)|None``,
@@ -471,10 +484,13 @@ class MCEGNN(nn.Module):
         if path == "dense":
             # edge mask (B,n,n-1,1); None without padding saves two passes over the edge tensors per layer
             emask = off_diagonal(fmask[:, :, None] * fmask[:, None, :])[..., None] if padded else None
-            inv_deg = (1.0 / deg)[:, None, None, None]
+            inv_deg = (1.0 / deg)[:, None]
             extra = None if edge_attr is None else off_diagonal(edge_attr)
+            xt = x.permute(3, 2, 0, 1).contiguous()                             # (C,3,B,n)
+            vt = None if v is None else v.permute(2, 0, 1).contiguous()         # (3,B,n)
             for layer in self.layers:
-                hid, x = layer.forward_dense(hid, x, v, extra, emask, inv_deg)
+                hid, xt = layer.forward_dense(hid, xt, vt, extra, emask, inv_deg)
+            x = xt.permute(2, 3, 1, 0).contiguous()
         else:
             edge_index = fully_connected_edges(mask)
             ea = None if edge_attr is None else edge_attr.reshape(B * n, n, -1)[edge_index[0], edge_index[1] % n]
