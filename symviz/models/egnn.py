@@ -34,10 +34,12 @@ plain autograd. Both compute the same function, values and gradients (tested in 
 At 5 particles, batch 100, hidden 64, 4 layers there are only 4 edges per node, so the node-level first
 layer cuts the matmul FLOPs by about 1.4x at most (the two hidden x hidden edge matmuls of ``phi_e`` and
 ``phi_x`` remain), and SiLU and its derivative on every edge cost as much as a matmul. Eager, the dense
-train step is about 1.3-1.4x faster than the straightforward edge-list EGNN (:class:`NaiveEGNN`) on a
-CPU; compiled (:class:`symviz.train.CompileOrEager`, which fuses the elementwise work) about 2.3x for
-``C = 1`` and 1.9x for ``C = 2`` at 2 threads (``benchmarks/bench_04_multichannel_egnn.py`` measures
-them side by side; ``benchmarks/results.md`` has the latest table).
+train step is about 1.2-1.4x faster than the straightforward edge-list EGNN (:class:`NaiveEGNN`) on a
+CPU; compiled (:class:`symviz.train.CompileOrEager`, which fuses the elementwise work) about 2x at
+2 threads (2.0-2.4x for ``C = 1``, 1.9-2.2x for ``C = 2`` across runs on one 2-core machine;
+``benchmarks/bench_04_multichannel_egnn.py`` measures them side by side, ``benchmarks/results.md`` has
+the latest table). Positions are kept channels-first, ``(C, 3, B, n)``, inside the dense path, so the
+``3 x C`` algebra runs elementwise along long rows rather than as many tiny matrix products.
 
     >>> import torch
     >>> model = MCEGNN(in_node_nf=2, hidden_nf=16, n_layers=2, channels=3)
