@@ -14,7 +14,6 @@ Compiled models go through :class:`symviz.train.CompileOrEager`; their one-off c
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import time
 
@@ -22,39 +21,6 @@ import torch
 
 CHAPTER = "04_multichannel_egnn"
 BASE = "straightforward edge-list EGNN"
-
-
-def _step_fn(model, device, batch=100, n=5, seed=0):
-    from symviz.models.egnn import nbody_inputs
-
-    g = torch.Generator().manual_seed(seed)
-    loc, vel = torch.randn(batch, n, 3, generator=g), torch.randn(batch, n, 3, generator=g)
-    q = torch.randint(0, 2, (batch, n, 1), generator=g).float() * 2 - 1
-    h, x, v, ea = (t.to(device) for t in nbody_inputs(loc, vel, q))
-    target = torch.randn(batch, n, 3, generator=g).to(device)
-    model = model.to(device)
-
-    def step():
-        out = model(h, x, v, ea)
-        out = out.x if hasattr(out, "x") else out
-        ((out - target) ** 2).mean().backward()
-        model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return step
-
-
-def _interleaved(steps: dict, rounds: int, per_round: int) -> dict:
-    for s in steps.values():          # warm-up (allocations, first-call overheads)
-        s(); s()
-    times = {k: [] for k in steps}
-    for _ in range(rounds):
-        for k, s in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(per_round):
-                s()
-            times[k].append((time.perf_counter() - t0) / per_round * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _models(channels, compiled_channels):
@@ -77,6 +43,7 @@ def _models(channels, compiled_channels):
 def run(scale: str = "quick") -> list[dict]:
     from symviz.data.nbody import simulate_charged
     from symviz.models.egnn import count_parameters
+    from symviz.models.egnn_experiments import make_train_step, step_times_ms
     from symviz.train import resolve_device
 
     if scale not in ("quick", "full"):
@@ -92,9 +59,9 @@ def run(scale: str = "quick") -> list[dict]:
         for threads in dict.fromkeys(settings):
             torch.set_num_threads(threads)
             tag = f"{dev.type}, {threads} thread{'s' if threads > 1 else ''}" if dev.type == "cpu" else dev.type
-            steps = {k: _step_fn(m, dev) for k, m in eager.items()}
+            steps = {k: make_train_step(m, device=dev.type) for k, m in eager.items()}
             for k, m in compiled.items():
-                step = _step_fn(m, dev)
+                step = make_train_step(m, device=dev.type)
                 t0 = time.perf_counter()
                 step()                                     # compiles (or falls back to eager) here
                 if threads == settings[0]:
@@ -102,7 +69,7 @@ def run(scale: str = "quick") -> list[dict]:
                                  else f"{k}: torch.compile failed, eager fallback ({m.fallback_reason})",
                                  "value": round(time.perf_counter() - t0, 1), "unit": "s"})
                 steps[k] = step
-            ms = _interleaved(steps, rounds, per_round)
+            ms = step_times_ms(steps, rounds, per_round)
             base = ms[BASE]
             for k, t in ms.items():
                 rows.append({"chapter": CHAPTER, "what": f"train step (fwd+bwd), batch 100, 5 particles, hidden 64, "

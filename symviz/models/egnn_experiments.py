@@ -9,6 +9,7 @@ data. The notebook calls them once per (channels, seed); tests call them on tiny
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from ..train import evaluate, fit, resolve_device
 from .egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse
 
 __all__ = ["RunResult", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
-           "step_time_ms", "sliding_predictions"]
+           "step_time_ms", "step_times_ms", "make_train_step", "sliding_predictions"]
 
 
 @dataclass
@@ -146,11 +147,12 @@ def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 6
                      time.perf_counter() - t0, extra={"target_mean": mu, "target_std": sd})
 
 
-def step_time_ms(model: torch.nn.Module, batch_size: int = 100, n_nodes: int = 5, repeats: int = 5,
-                 device: str = "cpu", optimizer_step: bool = False, seed: int = 0) -> float:
-    """Median wall time (ms) of one train step (forward + backward; + Adam step if asked) on random
-    N-body-shaped inputs, after two warm-up steps. ``model`` takes ``(h, x, v, edge_attr)`` with
-    ``in_node_nf = 1`` and ``edge_nf = 1`` (:class:`MCEGNN` or :class:`NaiveEGNN`)."""
+def make_train_step(model: torch.nn.Module, batch_size: int = 100, n_nodes: int = 5, device: str = "cpu",
+                    optimizer_step: bool = False, seed: int = 0):
+    """A closure running one train step (forward + backward of the position MSE; + an Adam step if
+    asked) on fixed random N-body-shaped inputs. ``model`` takes ``(h, x, v, edge_attr)`` with
+    ``in_node_nf = 1`` and ``edge_nf = 1`` (:class:`MCEGNN`, :class:`NaiveEGNN`, or either wrapped in
+    :class:`symviz.train.CompileOrEager`)."""
     dev = resolve_device(device)
     model = model.to(dev)
     g = torch.Generator().manual_seed(seed)
@@ -170,16 +172,32 @@ def step_time_ms(model: torch.nn.Module, batch_size: int = 100, n_nodes: int = 5
         model.zero_grad(set_to_none=True)
         if dev.type == "cuda":
             torch.cuda.synchronize()
+    return step
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return 1000 * times[len(times) // 2]
+
+def step_times_ms(steps: dict, rounds: int = 5, per_round: int = 3, warmup: int = 2) -> dict:
+    """Median wall time (ms) per call of each closure in ``steps`` (e.g. from :func:`make_train_step`),
+    timed *interleaved*: every round runs each closure ``per_round`` times in turn, so that load from
+    other processes or a CPU clocking down hits all of them alike and their ratios stay fair."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, step in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            times[k].append((time.perf_counter() - t0) / per_round * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def step_time_ms(model: torch.nn.Module, batch_size: int = 100, n_nodes: int = 5, repeats: int = 5,
+                 device: str = "cpu", optimizer_step: bool = False, seed: int = 0) -> float:
+    """Median wall time (ms) of one train step of one model, after two warm-up steps (see
+    :func:`make_train_step`; compare several models with :func:`step_times_ms`)."""
+    step = make_train_step(model, batch_size, n_nodes, device, optimizer_step, seed)
+    return step_times_ms({"model": step}, rounds=repeats, per_round=1)["model"]
 
 
 @torch.no_grad()
