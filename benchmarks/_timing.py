@@ -1,4 +1,4 @@
-"""The one timing helper every benchmark uses."""
+"""The helpers every benchmark uses: one timer and one check of the ``scale`` argument."""
 from __future__ import annotations
 
 import time
@@ -13,3 +13,9 @@ def time_ms(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
     for _ in range(reps):
         fn()
     return (time.perf_counter() - t0) / reps * 1e3
+
+
+def check_scale(scale: str) -> None:
+    """Every ``bench_*.run(scale)`` accepts the chapters' two scales only."""
+    if scale not in ("quick", "full"):
+        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")

@@ -1,7 +1,7 @@
 """Chapter 01 hot paths: E-MLP / relaxed E-MLP / noise E-MLP train steps, canonicalization and the
 relaxed-equivariance measurement, on the spin-ring task (D8); full scale adds max-cut (S5, 120 elements)."""
 import torch
-from _timing import time_ms
+from _timing import check_scale, time_ms
 
 
 def _step(model, task, x):
@@ -30,8 +30,7 @@ def _run(scale: str) -> list[dict]:
     from symviz.models.emlp import relaxed_equivariance_violation
     from symviz.relaxed import frozen, make_model
 
-    if scale not in ("quick", "full"):
-        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    check_scale(scale)
     torch.manual_seed(0)
     chapter = "01_symmetry_breaking"
     rows = []

@@ -6,7 +6,7 @@ Point sets: PointNet behind a learned SO(3) frame vs PCA frames vs plain PointNe
 import torch
 from torch.nn import functional as F
 
-from _timing import time_ms
+from _timing import check_scale, time_ms
 
 
 def _step_ms(model, x, y, reps):
@@ -23,8 +23,7 @@ def _step_ms(model, x, y, reps):
 def run(scale: str = "quick") -> list[dict]:
     from symviz.models.canonical_experiments import make_image_model, make_pointset_model
 
-    if scale not in ("quick", "full"):
-        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    check_scale(scale)
     size, width, canon_hidden, pool, reps = (12, 16, 8, 1, 10) if scale == "quick" else (24, 32, 16, 2, 30)
     torch.manual_seed(0)
     rows = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import torch
-from _timing import time_ms
+from _timing import check_scale, time_ms
 
 CHAPTER = "03_equivariant_adaptation"
 
@@ -32,8 +32,7 @@ def run(scale: str = "quick") -> list[dict]:
     from symviz.models.canonical import C4ImageCanonicalizer
     from symviz.models.pretrained import BACKBONE_RECIPES, ResNetBackbone
 
-    if scale not in ("quick", "full"):
-        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    check_scale(scale)
     repeats = 5 if scale == "quick" else 20
     torch.manual_seed(0)
     bb_cfg, ad_cfg = BACKBONE_RECIPES[scale], ADAPTATION_RECIPES[scale]

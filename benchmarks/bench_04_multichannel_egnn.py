@@ -18,6 +18,7 @@ import sys
 import time
 
 import torch
+from _timing import check_scale
 
 CHAPTER = "04_multichannel_egnn"
 BASE = "straightforward edge-list EGNN"
@@ -46,8 +47,7 @@ def run(scale: str = "quick") -> list[dict]:
     from symviz.models.egnn_experiments import make_train_step, step_times_ms
     from symviz.train import resolve_device
 
-    if scale not in ("quick", "full"):
-        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    check_scale(scale)
     dev = resolve_device("auto")
     threads_before = torch.get_num_threads()
     rounds, per_round = (7, 5) if scale == "quick" else (15, 10)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import time
 
 import torch
-from _timing import time_ms
+from _timing import check_scale, time_ms
 
 CHAPTER = "05_crystal_equivariance"
 
 
 def run(scale: str = "quick") -> list[dict]:
-    if scale not in ("quick", "full"):
-        raise ValueError(f'scale must be "quick" or "full", got {scale!r}')
+    check_scale(scale)
     from symviz.data import crystals as C
     from symviz.models.crystal import CrystalEquivariantNet, OccupancyMLP, SupercellCGCNN
 

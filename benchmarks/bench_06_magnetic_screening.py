@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import torch
-from _timing import time_ms
+from _timing import check_scale, time_ms
 
 
 def run(scale: str = "quick") -> list[dict]:
@@ -14,8 +14,7 @@ def run(scale: str = "quick") -> list[dict]:
     from symviz.models import screening
     from symviz.models.cgcnn import CGCNN
 
-    if scale not in ("quick", "full"):
-        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    check_scale(scale)
     chapter = "06_magnetic_screening"
     torch.manual_seed(0)
     n = 64 if scale == "quick" else 512

@@ -8,15 +8,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from _timing import time_ms
+from _timing import check_scale, time_ms
 
 CHAPTER = "07_gradient_starvation"
 
 
 def run(scale: str = "quick") -> list[dict]:
     """Time one full-batch step of each experiment at the chapter's ``scale`` ("quick" or "full")."""
-    if scale not in ("quick", "full"):
-        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    check_scale(scale)
     from symviz.data.starvation import two_moons_with_margin
     from symviz.losses import spectral_decoupling
     from symviz.models.starvation import MLP, decision_margin

@@ -343,19 +343,19 @@ class MCEGNNLayer(nn.Module):
         return (self.node_in.weight, self.node_in.bias, self.edge_in_inv.weight, self.edge_out.weight,
                 self.edge_out.bias, self.node_in_agg.weight, self.node_out.weight, self.node_out.bias) + coord + vel
 
-    def forward_dense(self, h, x, v0, inv_extra, emask, inv_deg):
+    def forward_dense(self, h, x, v0, inv_extra, emask, inv_deg, pairs):
         """Dense path over the ``n - 1`` neighbours of each node of fully connected graphs.
 
         ``h (B,n,H)``, ``x (C,3,B,n)`` (channels-first, contiguous), ``v0 (3,B,n)|None``,
         ``inv_extra (B,n,n-1,E)|None`` (edge attributes), ``emask (B,n,n-1,1)|None`` (1 for real edges;
-        None: all real), ``inv_deg (B,1)`` = 1/(n_valid - 1). Returns ``h (B,n,H), x (C,3,B,n)``. Pair tensors are built by broadcasting over ``(n, n)`` and keeping the
+        None: all real), ``inv_deg (B,1)`` = 1/(n_valid - 1), ``pairs`` = :func:`_dense_pairs` ``(B, n)``.
+        Returns ``h (B,n,H), x (C,3,B,n)``. Pair tensors are built by broadcasting over ``(n, n)`` and keeping the
         off-diagonal (:func:`off_diagonal`), so there are no gathers or scatters; the forward and a
         hand-written backward run as one autograd node (:class:`_DenseLayerFunction`), which supports
         first derivatives (training, forces) but not double backward (use ``path="edges"`` for that).
         """
         cfg = (self.channels, self.n_node_blocks, self.update_coords)
-        row, col = _dense_pairs(h.shape[0], h.shape[1], h.device)
-        return _DenseLayerFunction.apply(cfg, h, x, v0, inv_extra, emask, inv_deg, row, col, *self._params())
+        return _DenseLayerFunction.apply(cfg, h, x, v0, inv_extra, emask, inv_deg, *pairs, *self._params())
 
     def forward_edges(self, h, x, v0, edge_attr, edge_index, inv_deg):
         """Edge-list path. ``h (M,H)``, ``x (M,3,C)``, ``v0 (M,3)|None``, ``edge_attr (E,E_f)|None``,
@@ -490,8 +490,9 @@ class MCEGNN(nn.Module):
             extra = None if edge_attr is None else off_diagonal(edge_attr)
             xt = x.permute(3, 2, 0, 1).contiguous()                             # (C,3,B,n)
             vt = None if v is None else v.permute(2, 0, 1).contiguous()         # (3,B,n)
+            pairs = _dense_pairs(B, n, h.device)                                # the same for every layer
             for layer in self.layers:
-                hid, xt = layer.forward_dense(hid, xt, vt, extra, emask, inv_deg)
+                hid, xt = layer.forward_dense(hid, xt, vt, extra, emask, inv_deg, pairs)
             x = xt.permute(2, 3, 1, 0).contiguous()
         else:
             edge_index = fully_connected_edges(mask)
