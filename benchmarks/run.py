@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -20,10 +18,11 @@ ROOT = HERE.parent
 
 
 def machine() -> str:
-    import torch
+    """``AMD EPYC 7B13, 2 cores, no GPU, torch 2.13.0+cpu``: the CPU model, because machines differ 3.5x."""
+    from _timing import machine_info
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+    m = machine_info()
+    return f"{m['cpu']}, {m['cores']} cores, {m['gpu']}, torch {m['torch']}"
 
 
 def chapter_rows(scale: str, device: str, only: list[str]) -> list[dict]:
