@@ -11,8 +11,9 @@ from symviz.data import images
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache(monkeypatch):
+def _fresh_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("SYMVIZ_FASHION_MNIST", raising=False)
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path / "cache"))
     images._fashion_file.cache_clear()
     yield
     images._fashion_file.cache_clear()
@@ -81,3 +82,16 @@ def test_bad_input_says_what_was_wrong(tmp_path, monkeypatch):
     monkeypatch.setenv("SYMVIZ_FASHION_MNIST", str(tmp_path))
     with pytest.raises(ValueError, match="truncated"):
         images.load_fashion_mnist("test")
+
+
+def test_the_decompressed_cache_is_checked_and_rebuilt_when_damaged(tmp_path):
+    x0, y0 = images.load_fashion_mnist("test")
+    cached = sorted((tmp_path / "cache" / "fashion_mnist").glob("t10k-labels-idx1-ubyte-*"))
+    assert len(cached) == 1
+    raw = bytearray(cached[0].read_bytes())
+    raw[-1] = (raw[-1] + 1) % 10
+    cached[0].write_bytes(bytes(raw))
+    images._fashion_file.cache_clear()
+    x1, y1 = images.load_fashion_mnist("test")
+    assert torch.equal(y0, y1) and torch.equal(x0, x1), "a damaged cache file is ignored, never trusted"
+    assert cached[0].read_bytes() != bytes(raw), "and rewritten from the shipped copy"
