@@ -64,6 +64,11 @@ class Report:
         self.verbose = verbose
         self.metrics: dict[str, Any] = {}
         self.claims: list[dict[str, Any]] = []
+        try:  # the threads a claim was measured with are part of its setting (`make robustness` varies them)
+            import torch
+            self.metrics["torch_threads"] = torch.get_num_threads()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
         self._write()
 
     def metric(self, name: str, value: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint", "torch_threads",
+__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads",
            "CompileOrEager"]
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -99,6 +99,41 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+THREADS_ENV = ("SYMVIZ_THREADS", "OMP_NUM_THREADS")
+
+
+def chapter_threads(scale: str, quick_default: int = 1) -> int:
+    """Set a chapter's torch intra-op threads and return how many it uses.
+
+    An explicit choice wins: ``$SYMVIZ_THREADS`` (set by ``symviz run --threads N``), else ``$OMP_NUM_THREADS``.
+    Without one, quick mode uses ``quick_default`` threads (its models are small, and a second thread that
+    spin-waits on a busy machine can make each step many times slower) and full mode keeps torch's default.
+    ``make robustness`` runs every chapter with 1 and with 2 threads through this switch.
+
+    >>> import os
+    >>> before = torch.get_num_threads()
+    >>> os.environ["SYMVIZ_THREADS"] = "1"; chapter_threads("full")
+    1
+    >>> del os.environ["SYMVIZ_THREADS"]; torch.set_num_threads(before)
+    """
+    if scale not in ("quick", "full"):
+        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    for name in THREADS_ENV:
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            try:
+                n = int(raw)
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise ValueError(f"${name}={raw!r}: expected a positive number of threads, e.g. {name}=2")
+            torch.set_num_threads(n)
+            return n
+    if scale == "quick":
+        torch.set_num_threads(quick_default)
+    return torch.get_num_threads()
 
 
 def _compiler_errors() -> tuple[type[BaseException], ...]:

@@ -109,3 +109,41 @@ def test_report_requires_claims_and_valid_names():
         r.metric("", 1)
     with pytest.raises(ValueError, match="non-empty"):
         report.Report("")
+
+
+def test_chapter_threads_honours_an_explicit_choice_and_defaults_quick_mode_to_one(monkeypatch):
+    import torch
+
+    from symviz.train import chapter_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("SYMVIZ_THREADS", raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
+        assert chapter_threads("quick") == 1 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert chapter_threads("full") == 2, "full mode keeps torch's own choice"
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert chapter_threads("quick") == 2 and torch.get_num_threads() == 2
+        monkeypatch.setenv("SYMVIZ_THREADS", "1")
+        assert chapter_threads("quick") == 1, "SYMVIZ_THREADS (symviz run --threads) wins over OMP_NUM_THREADS"
+        for bad in ("0", "two", "-1"):
+            monkeypatch.setenv("SYMVIZ_THREADS", bad)
+            with pytest.raises(ValueError, match="SYMVIZ_THREADS"):
+                chapter_threads("quick")
+        with pytest.raises(ValueError, match="scale"):
+            chapter_threads("fast")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_report_records_the_threads_its_numbers_were_measured_with(tmp_path):
+    import json
+
+    import torch
+
+    from symviz.report import Report
+
+    Report("demo", tmp_path / "r.json", verbose=False)
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"]["torch_threads"] == torch.get_num_threads()
