@@ -343,3 +343,17 @@ def test_viz_screening_static(monkeypatch):
     assert fig is not None  # the static fallback figure
     with pytest.raises(ValueError, match="no structure"):
         V.candidate_explorer(table, {}, moments)
+
+
+def test_real_structures_without_the_data_wheel_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "crystal_toolkit" else real_find_spec(name, *a))
+    M._matbench_raw.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match="pip install --no-deps crystal-toolkit"):
+            M.real_structures(max_sites=4, n=5, seed=0)
+    finally:
+        M._matbench_raw.cache_clear()

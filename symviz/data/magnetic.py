@@ -277,9 +277,9 @@ def real_structures(max_sites: int = 8, n: int | None = None, seed: int = 0) -> 
     out = []
     try:
         raw = _matbench_raw()["structure"]
-    except FileNotFoundError as err:
-        warnings.warn(f"real_structures: {err}; using pymatgen's example structures only")
-        raw = {}
+    except FileNotFoundError as err:  # no silent fallback: a smaller pool would change every number downstream
+        raise FileNotFoundError(f"real_structures: {err}. `make setup` installs it; by hand: "
+                                "pip install --no-deps crystal-toolkit==2026.7.20") from err
     for key, d in raw.items():
         if len(d["sites"]) > max_sites:
             continue
