@@ -104,12 +104,13 @@ def torch_threads(n: int):
 THREADS_ENV = ("SYMVIZ_THREADS", "OMP_NUM_THREADS")
 
 
-def chapter_threads(scale: str, quick_default: int = 1) -> int:
+def chapter_threads(scale: str, quick_default: int | None = 1) -> int:
     """Set a chapter's torch intra-op threads and return how many it uses.
 
     An explicit choice wins: ``$SYMVIZ_THREADS`` (set by ``symviz run --threads N``), else ``$OMP_NUM_THREADS``.
-    Without one, quick mode uses ``quick_default`` threads (its models are small, and a second thread that
-    spin-waits on a busy machine can make each step many times slower) and full mode keeps torch's default.
+    Without one, quick mode uses ``quick_default`` threads (1 for small models: a second thread that spin-waits
+    on a busy machine can make each step many times slower; ``None`` keeps torch's default, one per core, for
+    chapters whose matrices are large enough to gain) and full mode keeps torch's default.
     ``make robustness`` runs every chapter with 1 and with 2 threads through this switch.
 
     >>> import os
@@ -131,7 +132,9 @@ def chapter_threads(scale: str, quick_default: int = 1) -> int:
                 raise ValueError(f"${name}={raw!r}: expected a positive number of threads, e.g. {name}=2")
             torch.set_num_threads(n)
             return n
-    if scale == "quick":
+    if quick_default is not None and not (isinstance(quick_default, int) and quick_default >= 1):
+        raise ValueError(f"quick_default must be a positive int or None, got {quick_default!r}")
+    if scale == "quick" and quick_default is not None:
         torch.set_num_threads(quick_default)
     return torch.get_num_threads()
 
