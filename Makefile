@@ -6,17 +6,22 @@ VPY    := $(VENV)/bin/python
 SCALE  ?= quick
 DEVICE ?= auto
 JOBS   ?= 1
+SEED   ?= 0
+# torch threads per chapter kernel (empty: as torch and the chapter choose)
+THREADS ?=
 OUT    ?= build
 # torch: the CPU wheel unless an NVIDIA GPU is visible (override with TORCH_SPEC=...)
 TORCH_SPEC ?= $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch>=2.2,<2.15"; else echo "torch==2.13.0"; fi)
 
-.PHONY: setup run test lab bench browser-test clean help
+.PHONY: setup run test lab bench robustness browser-test clean help
 
 help:
-	@echo "make run           execute every chapter (SCALE=$(SCALE) DEVICE=$(DEVICE)) into $(OUT)/ and print the summary"
+	@echo "make run           execute every chapter (SCALE=$(SCALE) DEVICE=$(DEVICE) SEED=$(SEED) THREADS=$(THREADS)) into $(OUT)/ and print the summary"
 	@echo "make test          run the whole test suite (unit tests, doctests, every notebook in quick mode)"
 	@echo "make lab           open JupyterLab on notebooks/"
 	@echo "make bench         time every chapter and the hot models; writes benchmarks/results.md"
+	@echo "make robustness    every chapter's claims for seed bases 0, 1000, 2000 x 1, 2 torch threads; writes"
+	@echo "                   benchmarks/robustness.md (ONLY=\"04 05\" re-runs those chapters and keeps the other rows)"
 	@echo "make browser-test  run every chapter in a real JupyterLab in headless Chromium"
 
 setup: $(VENV)/.installed
@@ -31,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 run: setup
-	$(VPY) -m symviz run --scale $(SCALE) --device $(DEVICE) --out $(OUT) --jobs $(JOBS)
+	$(VPY) -m symviz run --scale $(SCALE) --device $(DEVICE) --seed $(SEED) $(if $(THREADS),--threads $(THREADS)) --out $(OUT) --jobs $(JOBS)
 
 test: setup
 	$(VPY) -m pytest -q -ra
@@ -41,6 +46,9 @@ lab: setup
 
 bench: setup
 	$(VPY) benchmarks/run.py --scale $(SCALE) --device $(DEVICE)
+
+robustness: setup
+	$(VPY) benchmarks/robustness.py --scale $(SCALE) --device $(DEVICE) --jobs $(JOBS) $(if $(ONLY),--only $(ONLY))
 
 browser-test: setup
 	$(VPY) -m pytest -q -ra --durations=0 -m browser tests/test_browser.py
