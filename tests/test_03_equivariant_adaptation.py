@@ -8,7 +8,7 @@ import torch
 
 from symviz.checks import check_canonicalization_prior
 from symviz.losses import canonicalization_prior
-from symviz.models.adaptation import (AdaptedModel, adapt, element_histogram, evaluate_rotations,
+from symviz.models.adaptation import (AdaptedModel, adapt, element_histogram, evaluate_adapted, evaluate_rotations,
                                       identity_metric, invariance_error_c4, rotate_test_set, rotation_angles)
 from symviz.models.canonical import C4ImageCanonicalizer
 from symviz.models.pretrained import ResNetBackbone, accuracy, pretrained_backbone
@@ -88,6 +88,23 @@ def test_backbone_shapes_and_errors():
         ResNetBackbone(blocks=())
     with pytest.raises(ValueError, match="stem_stride"):
         ResNetBackbone(stem_stride=3)
+
+
+def test_backbone_initialised_like_torchvision_resnet():
+    """Mondal et al.'s backbones are torchvision ResNets: He-normal convolutions with fan_out
+    (std sqrt(2 / (out_channels * k * k))), BatchNorm weight 1 and bias 0. PyTorch's default conv
+    init would be ~2.4x smaller."""
+    torch.manual_seed(0)
+    net = ResNetBackbone(width=32, blocks=(1, 1))
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6
+    for m in convs:
+        fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+        want = math.sqrt(2.0 / fan_out)
+        assert abs(float(m.weight.detach().std()) - want) < 0.2 * want, (m, float(m.weight.detach().std()), want)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
 
 
 def test_backbone_is_not_rotation_invariant():
@@ -254,3 +271,18 @@ def test_adapt_continuous_prior_pulls_matrix_to_identity():
                 device="cpu", x_val=x[:8], y_val=y[:8])
     assert abs(float(res.model.canonicalizer.theta.detach())) < 0.2
     assert "val_identity" in res.history
+
+
+def test_evaluate_adapted_matches_separate_measurements():
+    torch.manual_seed(0)
+    model = AdaptedModel(C4ImageCanonicalizer(hidden=4, pool=2), ResNetBackbone(width=4, blocks=(1,))).eval()
+    x, y = torch.rand(30, 28, 28), torch.randint(0, 10, (30,))
+    ev = evaluate_adapted(model, x, y, seed=1, batch_size=7)
+    assert ev["upright"] == accuracy(model, x, y)
+    assert ev["rotated"] == ev["upright"]                      # exactly invariant: same predictions
+    assert ev["identity"] == identity_metric(model.canonicalizer, x)
+    assert torch.equal(ev["histogram"], element_histogram(model.canonicalizer, x))
+    with pytest.raises(ValueError, match="labels"):
+        evaluate_adapted(model, x, y[:3])
+    with pytest.raises(ValueError, match="discrete canonicalizer"):
+        evaluate_adapted(ResNetBackbone(width=4, blocks=(1,)), x, y)

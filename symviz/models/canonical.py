@@ -112,7 +112,8 @@ def rotate_images_cn(x: torch.Tensor, k, n: int) -> torch.Tensor:
     if torch.is_tensor(k) and k.ndim == 1:
         if k.shape[0] != x.shape[0]:
             raise ValueError(f"k has {k.shape[0]} entries for a batch of {x.shape[0]} images")
-        return torch.stack([rotate_images_cn(xi, int(ki), n) for xi, ki in zip(x, k)])
+        every = torch.stack([rotate_images_cn(x, j, n) for j in range(n)], dim=1)   # (B, n, ...)
+        return every[torch.arange(x.shape[0], device=x.device), k.to(x.device) % n]
     k = int(k) % n
     if (4 * k) % n == 0:
         return rot90_image(x, 4 * k // n)
@@ -134,9 +135,11 @@ class _ImageCanonicalizerBase(nn.Module):
     n: int
     tau: float
 
-    def _result(self, x: torch.Tensor, scores: torch.Tensor, differentiable: bool) -> CanonicalizationResult:
+    def _result(self, x: torch.Tensor, scores: torch.Tensor, differentiable: bool,
+                rotated: torch.Tensor | None = None) -> CanonicalizationResult:
         n = self.n
-        rotated = torch.stack([rotate_images_cn(x, -j, n) for j in range(n)], dim=1)  # (B, n, C, H, W)
+        if rotated is None:
+            rotated = torch.stack([rotate_images_cn(x, -j, n) for j in range(n)], dim=1)  # (B, n, C, H, W)
         if differentiable:
             weights = straight_through_onehot(scores, self.tau)
             canonical = torch.einsum("bn,bnchw->bchw", weights, rotated)
@@ -161,8 +164,15 @@ class _ImageCanonicalizerBase(nn.Module):
 class CnImageCanonicalizer(_ImageCanonicalizerBase):
     """A C_n-equivariant scoring network for images, with straight-through argmax.
 
-    Scores ``s_j(x) = φ(r^{-j}·x)`` for ``j = 0..n-1``, where ``φ`` is a small CNN ending in global
-    average pooling and a linear map to one number, and ``r`` is the rotation by ``2π/n``. Then
+    Scores ``s_j(x) = φ(r^{-j}·x)`` for ``j = 0..n-1``, where ``r`` is the rotation by ``2π/n`` and
+    ``φ`` is a small CNN whose last layer is a 1x1 convolution; the score is the mean of that last
+    feature map over channels and positions, as in the canonicalization networks of Kaba et al.
+    (``CanonizationNetwork``) and of equiadapt (``group_activations = mean over channels, H, W``).
+    Initialisation as in Kaba et al.'s code: weights at PyTorch's default scale (their
+    ``kaiming_uniform_(a=√5)``), **all biases zero**. (The 1x1 convolution commutes with the spatial
+    mean, so it is computed on the pooled features.) Running ``φ`` on rotated copies of the input is
+    a G-CNN whose lifting layer rotates the filters and whose later layers do not mix the rotation
+    fibres: a readable, small member of the family the papers use. Then
     ``s(r^k·x)_j = s(x)_{j-k}``: the scores shift cyclically with the input (a lifting of ``φ`` to
     the group), so ``h(x) = argmax_j s_j(x)`` satisfies ``h(r^k·x) = h(x) + k``. Exact for n ∈ {1, 2, 4}
     (``rot90``); for other n the rotations interpolate pixels and equivariance is approximate.
@@ -197,20 +207,35 @@ class CnImageCanonicalizer(_ImageCanonicalizerBase):
             nn.AvgPool2d(pool) if pool > 1 else nn.Identity(),
             nn.Conv2d(in_channels, hidden, kernel_size, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(hidden, hidden, kernel_size, padding=pad), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, 1),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(hidden, hidden),   # the last 1x1 convolution, applied after the (commuting) spatial mean
         )
+        for m in self.phi:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.zeros_(m.bias)   # Kaba et al. and equiadapt start every bias at zero
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, n)`` logits ``s_j = φ(r^{-j}·x)``."""
+    def _rotated_copies(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, n, C, H, W)``: ``r^{-j}·x`` for ``j = 0..n-1``."""
+        return torch.stack([rotate_images_cn(x, -j, self.n) for j in range(self.n)], dim=1)
+
+    def _scores_of(self, rotated: torch.Tensor) -> torch.Tensor:
+        B = rotated.shape[0]
+        return self.phi(rotated.flatten(0, 1)).mean(-1).reshape(B, self.n)
+
+    def _check(self, x: torch.Tensor) -> None:
         _check_images(x, self.in_channels, type(self).__name__)
         if x.shape[-1] % self.pool:
             raise ValueError(f"{type(self).__name__}: image size {x.shape[-1]} is not divisible by pool={self.pool}")
-        B = x.shape[0]
-        stacked = torch.stack([rotate_images_cn(x, -j, self.n) for j in range(self.n)], dim=1)
-        return self.phi(stacked.flatten(0, 1)).reshape(B, self.n)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, n)`` logits ``s_j = φ(r^{-j}·x)``."""
+        self._check(x)
+        return self._scores_of(self._rotated_copies(x))
 
     def forward(self, x: torch.Tensor) -> CanonicalizationResult:
-        return self._result(x, self.scores(x), differentiable=True)
+        self._check(x)
+        rotated = self._rotated_copies(x)   # computed once: scored, then mixed into the canonical input
+        return self._result(x, self._scores_of(rotated), differentiable=True, rotated=rotated)
 
 
 class C4ImageCanonicalizer(CnImageCanonicalizer):

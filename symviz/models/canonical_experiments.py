@@ -17,7 +17,6 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
 from ..data.rotated_images import random_rot90
 from ..train import fit
@@ -25,7 +24,7 @@ from .canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCan
                         PointFrameCanonicalizer, PointNetClassifier)
 from .gcnn import P4CNN, SmallCNN
 
-__all__ = ["IMAGE_MODELS", "POINTSET_MODELS", "make_image_model", "make_pointset_model", "train_classifier",
+__all__ = ["IMAGE_MODELS", "POINTSET_MODELS", "make_image_model", "make_pointset_model", "train_classifier", "TensorBatches",
            "accuracy", "rot90_augment", "c4_invariance_error", "se3_invariance_error"]
 
 IMAGE_MODELS = ("cnn", "cnn_augmented", "moments", "learned", "p4cnn")
@@ -70,6 +69,38 @@ def make_pointset_model(kind: str, n_classes: int, hidden: int = 64, canon_hidde
     return CanonicalizedModel(PointFrameCanonicalizer(canon_hidden, "SO(3)"), backbone)
 
 
+class TensorBatches:
+    """Shuffled mini-batches ``(x[idx], y[idx])`` of in-memory tensors, a fresh order every epoch.
+
+    Does what ``DataLoader(TensorDataset(*tensors), batch_size, shuffle=True, generator=g)`` does for
+    tensors that fit in memory, with one gather per batch instead of one ``__getitem__`` per example
+    and a collate (which costs as much as the step of a tiny model). Iterate it once per epoch.
+
+    >>> b = TensorBatches(torch.arange(5.0), torch.arange(5), batch_size=2, seed=0)
+    >>> [len(xb) for xb, _ in b], len(b)
+    ([2, 2, 1], 3)
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int = 64, seed: int = 0, drop_last: bool = False):
+        if not tensors or any(not torch.is_tensor(t) or len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("TensorBatches needs one or more tensors of the same length")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.tensors, self.batch_size, self.drop_last = tensors, batch_size, drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.tensors[0])
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.tensors[0])
+        order = torch.randperm(n, generator=self.generator)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield tuple(t[idx] for t in self.tensors)
+
+
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, lr: float = 3e-3,
                      batch_size: int = 64, seed: int = 0, device: str = "auto",
                      augment: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False):
@@ -79,8 +110,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
     """
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = TensorBatches(x, y, batch_size=batch_size, seed=seed)
 
     def loss_fn(m, batch):
         xb, yb = batch
