@@ -413,3 +413,96 @@ def test_qm9_heavy_atoms_only(tmp_path, monkeypatch):
     d = qm9.load_qm9(30, seed=1, parts=(1,), hydrogens=False)
     assert d["pos"].shape == (30, 9, 3)
     assert bool((d["z"][d["mask"]] > 0).all())                       # no hydrogen left
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation as the EGNN reference code, and double backward
+# ---------------------------------------------------------------------------------------------
+
+def _bound(t):
+    """Half-width of a U(-a, a) sample estimated from its std (a = sqrt(3) std): robust to the sample's extremes."""
+    return float(t.std()) * 3 ** 0.5
+
+
+@pytest.mark.parametrize("C, edge_nf, velocity", [(1, 1, True), (2, 1, True), (3, 0, False)])
+def test_split_layers_start_as_the_concatenated_layers(C, edge_nf, velocity):
+    """Each block of a split first layer has the initial scale of the Linear on the concatenation it
+    replaces (PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and bias), as in the EGNN
+    reference code. With the blocks' own fan-in the weights on |x_i - x_j|^2 and q_i q_j start ~8x larger."""
+    H = 64
+    torch.manual_seed(0)
+    layer = egnn.MCEGNN(1, H, 1, C, edge_nf=edge_nf, velocity=velocity).layers[0]
+    n_inv = egnn.n_gram_invariants(C) + edge_nf
+    ref_e = torch.nn.Linear(2 * H + n_inv, H).requires_grad_(False)   # phi_e layer 1 as the paper writes it
+    ref_h = torch.nn.Linear(2 * H, H).requires_grad_(False)           # phi_h layer 1
+    W, b = layer.node_in.weight.detach(), layer._node_bias().detach()
+    blocks = {                                               # block -> (tensor, reference tensor)
+        "phi_e receiver half": (W[:H], ref_e.weight[:, :H]),
+        "phi_e sender half": (W[H:2 * H], ref_e.weight[:, H:2 * H]),
+        "phi_e invariant half": (layer.edge_in_inv.weight.detach(), ref_e.weight[:, 2 * H:]),
+        "phi_e bias": (b[:H], ref_e.bias),
+        "phi_h node half": (W[2 * H:3 * H], ref_h.weight[:, :H]),
+        "phi_h message half": (layer.node_in_agg.weight.detach(), ref_h.weight[:, H:]),
+        "phi_h bias": (b[2 * H:3 * H], ref_h.bias),
+    }
+    for name, (t, ref) in blocks.items():
+        fan_in = 2 * H + n_inv if name.startswith("phi_e") else 2 * H
+        bound = 1 / fan_in ** 0.5
+        assert float(t.abs().max()) <= bound, f"{name}: |w| exceeds 1/sqrt({fan_in})"
+        tol = 0.35 if t.numel() < 200 else 0.15              # a few hundred samples estimate the bound to ~10-30%
+        assert _bound(t) == pytest.approx(bound, rel=tol), name
+        assert _bound(t) == pytest.approx(_bound(ref), rel=2 * tol), name
+    assert torch.equal(b[H:2 * H], torch.zeros(H))           # one bias per concatenated layer, not two
+    if velocity:
+        assert _bound(W[3 * H:]) == pytest.approx(1 / H ** 0.5, rel=0.15)     # phi_v layer 1: Linear(H, H)
+    last = layer.coord_mlp[2]                                # phi_x output: xavier_uniform(gain=0.001), no bias
+    assert last.bias is None
+    assert float(last.weight.detach().abs().max()) <= 0.001 * (6 / (H + C * C)) ** 0.5
+
+
+def test_split_init_would_catch_the_blocks_own_fan_in():
+    """The check above fails on the old initialisation (each block with its own fan-in)."""
+    H = 64
+    layer = egnn.MCEGNN(1, H, 1, 2, edge_nf=1).layers[0]
+    with torch.no_grad():
+        torch.nn.init.kaiming_uniform_(layer.edge_in_inv.weight, a=5 ** 0.5)     # nn.Linear(n_inv, H) default
+    fan_e = 2 * H + layer.n_inv
+    assert _bound(layer.edge_in_inv.weight.detach()) > 5 / fan_e ** 0.5
+
+
+def test_parameter_count_equals_the_reference_egnn():
+    """Same architecture as the straightforward EGNN (and the reference code), to the parameter."""
+    for vel in (True, False):
+        mc = egnn.MCEGNN(1, 32, 3, 1, edge_nf=1, velocity=vel)
+        if vel:
+            assert egnn.count_parameters(mc) == egnn.count_parameters(egnn.NaiveEGNN(1, 32, 3, edge_nf=1))
+    naive = egnn.NaiveEGNN(1, 32, 2, edge_nf=1)
+    assert all(c[2].bias is None and float(c[2].weight.detach().abs().max()) <= 0.001 * (6 / 33) ** 0.5 for c in naive.coord_mlps)
+
+
+def _energy_model(path):
+    torch.manual_seed(0)
+    return egnn.MCEGNNRegressor(5, 8, 2, channels=2, path=path).double()
+
+
+def test_double_backward_dense_raises_clear_error_edges_supports_it():
+    """Force matching: forces = -dE/dx with create_graph=True, then a loss on the forces."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.nn.functional.one_hot(torch.randint(0, 5, (2, 6), generator=g), 5).double()
+    x = torch.randn(2, 6, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    dense, edges = _energy_model("dense"), _energy_model("edges")
+    edges.load_state_dict(dense.state_dict())
+    # first derivatives agree on both paths
+    f_d = -torch.autograd.grad(dense(h, x).sum(), x)[0]
+    f_e = -torch.autograd.grad(edges(h, x).sum(), x)[0]
+    torch.testing.assert_close(f_d, f_e, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match=r"path='edges'"):
+        torch.autograd.grad(dense(h, x).sum(), x, create_graph=True)
+    forces = -torch.autograd.grad(edges(h, x).sum(), x, create_graph=True)[0]
+    (forces ** 2).sum().backward()
+    grads = [p.grad for p in edges.trunk.layers[0].parameters()]   # (the last layer's x update reaches no output)
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    # switching an existing model's path is enough
+    dense.trunk.path = "edges"
+    forces_d = -torch.autograd.grad(dense(h, x).sum(), x, create_graph=True)[0]
+    torch.testing.assert_close(forces_d, forces)

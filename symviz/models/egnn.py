@@ -50,6 +50,7 @@ the latest table). Positions are kept channels-first, ``(C, 3, B, n)``, inside t
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -120,8 +121,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _mlp(n_in: int, n_hidden: int, n_out: int, act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, n_hidden), act(), nn.Linear(n_hidden, n_out))
+def _mlp(n_in: int, n_hidden: int, n_out: int, act: type[nn.Module] = nn.SiLU, last_bias: bool = True) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, n_hidden), act(), nn.Linear(n_hidden, n_out, bias=last_bias))
 
 
 def _pad_off_diagonal(t: torch.Tensor) -> torch.Tensor:
@@ -156,6 +157,14 @@ def _sym_gram_grad(g: torch.Tensor, C: int) -> torch.Tensor:
     M = g.new_zeros(C, C, *g.shape[1:])
     M[iu[0], iu[1]] = g
     return M + M.transpose(0, 1)
+
+
+DOUBLE_BACKWARD_MESSAGE = (
+    "MCEGNN(path='dense') cannot be differentiated twice: its layers have a hand-written first-order "
+    "backward, and a derivative with create_graph=True (e.g. forces = -dE/dx of an energy model, then a "
+    "loss on the forces) would need the derivative of that backward. Build the model with path='edges' "
+    "(same function and weights, plain autograd: model.path = 'edges' switches an existing model), or "
+    "compute the derivative without create_graph=True if you do not backpropagate through it.")
 
 
 class _DenseLayerFunction(torch.autograd.Function):
@@ -200,7 +209,7 @@ class _DenseLayerFunction(torch.autograd.Function):
         if update:
             c = torch.mm(m, Wc0.t()).add_(bc0)
             s3 = F.silu(c)
-            w = torch.addmm(bc2[:, None], Wc2, s3.t())                         # (C*C, E): phi_x, edge-major
+            w = torch.mm(Wc2, s3.t()) if bc2 is None else torch.addmm(bc2[:, None], Wc2, s3.t())  # (C*C, E): phi_x
             if em is not None:
                 w.mul_(em.t())
             wt = w.view(C, C, E)
@@ -221,6 +230,8 @@ class _DenseLayerFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gh_new, gx_new):
+        if torch.is_grad_enabled():     # create_graph=True: this backward is written by hand, first order only
+            raise RuntimeError(DOUBLE_BACKWARD_MESSAGE)
         C, n_blocks, update = ctx.cfg
         (h2, P, diff, inv2, pre, s1, t, m, agg, q, sq, c, s3, w, sv, vs, v0, em, inv_deg, row, col,
          Wn, bn, W3, We, be, Wa, Wo, bo, Wc0, bc0, Wc2, bc2, Wv, bv) = ctx.saved_tensors
@@ -252,7 +263,7 @@ class _DenseLayerFunction(torch.autograd.Function):
             gdiff = (wt[:, :, None] * gus[None]).sum(1)                        # (C,3,E): sum_e gus[d, e] w[c, e]
             if em is not None:
                 gw = gw * em.t()
-            grads["Wc2"], grads["bc2"] = gw @ s3, gw.sum(1)
+            grads["Wc2"], grads["bc2"] = gw @ s3, (None if bc2 is None else gw.sum(1))
             gc = _silu_grad(gw.t() @ Wc2, c)
             grads["Wc0"], grads["bc0"] = gc.t() @ m, gc.sum(0)
             gm = gc @ Wc0
@@ -301,6 +312,8 @@ class MCEGNNLayer(nn.Module):
     Every linear map that reads only ``h_i`` (the node halves of the first layers of ``phi_e`` and
     ``phi_h`` and the first layer of ``phi_v``) is one ``(hidden, k*hidden)`` matrix applied once per
     node: the same function as separate layers on concatenated inputs, with fewer, larger kernels.
+    The blocks are initialised as the concatenated layers they replace (:meth:`reset_parameters`), so
+    the model starts where the EGNN reference code starts, not only in the same function class.
     """
 
     def __init__(self, hidden_nf: int, channels: int = 1, edge_nf: int = 0, velocity: bool = True,
@@ -310,25 +323,69 @@ class MCEGNNLayer(nn.Module):
         self.velocity = bool(velocity and update_coords)
         self.update_coords = update_coords
         H = hidden_nf
-        n_inv = n_gram_invariants(channels) + edge_nf
-        # node-level halves: [W_1 h + b (phi_e, receiver), W_2 h (phi_e, sender), W_h h + b (phi_h), phi_v layer 1]
+        self.n_inv = n_gram_invariants(channels) + edge_nf
+        # node-level halves: [W_1 h (phi_e, receiver), W_2 h (phi_e, sender), W_h h (phi_h), phi_v layer 1]
         self.n_node_blocks = 4 if self.velocity else 3
-        self.node_in = nn.Linear(H, self.n_node_blocks * H)
-        self.edge_in_inv = nn.Linear(n_inv, H, bias=False)                    # W_3 [g_ij, a_ij]
+        self.node_in = nn.Linear(H, self.n_node_blocks * H, bias=False)
+        # biases of the receiver block of phi_e, of phi_h and of phi_v; the sender block has none (the
+        # concatenated layer W [h_i, h_j, g_ij, a_ij] + b it comes from has one bias, added once)
+        self.node_in_bias = nn.Parameter(torch.empty((self.n_node_blocks - 1) * H))
+        self.edge_in_inv = nn.Linear(self.n_inv, H, bias=False)               # W_3 [g_ij, a_ij]
         self.edge_out = nn.Linear(H, H)                                        # phi_e layer 2
         self.node_in_agg = nn.Linear(H, H, bias=False)                         # phi_h layer 1, message half
         self.node_out = nn.Linear(H, H)                                        # phi_h layer 2
-        if update_coords:
-            self.coord_mlp = _mlp(H, H, channels * channels)                   # phi_x: m_ij -> C x C
-            # small initial coordinate updates, as in the EGNN reference code (xavier gain 0.001)
-            nn.init.xavier_uniform_(self.coord_mlp[2].weight, gain=0.001)
-            nn.init.zeros_(self.coord_mlp[2].bias)
+        if update_coords:                                                      # phi_x: m_ij -> C x C
+            self.coord_mlp = nn.Sequential(nn.Linear(H, H), nn.SiLU(), nn.Linear(H, channels * channels, bias=False))
         if self.velocity:
             self.vel_out = nn.Linear(H, channels)                              # phi_v layer 2
         self.act = nn.SiLU()
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise as the EGNN reference code (Satorras et al., ``models/gcl.py``, ``E_GCL_vel``) does.
+
+        Every block gets PyTorch's ``nn.Linear`` default, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for the
+        weights and the bias, with the fan-in of the *concatenated* layer it is a block of:
+        ``2H + C(C+1)/2 + edge_nf`` for the first layer of ``phi_e`` (node halves and invariant half
+        alike), ``2H`` for the first layer of ``phi_h``, ``H`` for the rest. With the fan-in of the block
+        alone (``H``, or ``C(C+1)/2 + edge_nf`` for the invariant half) the weights on ``|x_i - x_j|^2``
+        and ``q_i q_j`` would start several times larger (8x at hidden 64, ``C = 1``, one edge attribute),
+        and training with the reference recipe diverged on some seeds. The last layer of
+        ``phi_x`` is ``xavier_uniform`` with gain 0.001 and no bias: coordinate updates start tiny.
+        """
+        H = self.hidden_nf
+        fan_e, fan_h = 2 * H + self.n_inv, 2 * H
+
+        def uniform_(t, fan_in):
+            bound = 1.0 / math.sqrt(fan_in)
+            t.uniform_(-bound, bound)
+
+        W, b = self.node_in.weight, self.node_in_bias
+        uniform_(W[:2 * H], fan_e)                    # phi_e layer 1, h_i and h_j halves
+        uniform_(self.edge_in_inv.weight, fan_e)      # phi_e layer 1, invariant half
+        uniform_(b[:H], fan_e)
+        uniform_(W[2 * H:3 * H], fan_h)               # phi_h layer 1, h half ...
+        uniform_(self.node_in_agg.weight, fan_h)      # ... and message half
+        uniform_(b[H:2 * H], fan_h)
+        if self.velocity:                             # phi_v layer 1: a plain Linear(H, H)
+            uniform_(W[3 * H:], H)
+            uniform_(b[2 * H:], H)
+        for lin in (self.edge_out, self.node_out):
+            lin.reset_parameters()
+        if self.update_coords:
+            self.coord_mlp[0].reset_parameters()
+            nn.init.xavier_uniform_(self.coord_mlp[2].weight, gain=0.001)
+        if self.velocity:
+            self.vel_out.reset_parameters()
+
+    def _node_bias(self) -> torch.Tensor:
+        """The bias of :attr:`node_in` per block, ``(n_node_blocks * H,)``, zero for the sender block."""
+        b, H = self.node_in_bias, self.hidden_nf
+        return torch.cat([b[:H], b.new_zeros(H), b[H:]])
 
     def _node_terms(self, h):
-        parts = self.node_in(h).chunk(self.n_node_blocks, -1)
+        parts = F.linear(h, self.node_in.weight, self._node_bias()).chunk(self.n_node_blocks, -1)
         vel = self.vel_out(self.act(parts[3])) if self.velocity else None
         return parts[0], parts[1], parts[2], vel
 
@@ -338,9 +395,9 @@ class MCEGNNLayer(nn.Module):
     def _params(self):
         none2 = (None, None)
         coord = (self.coord_mlp[0].weight, self.coord_mlp[0].bias, self.coord_mlp[2].weight,
-                 self.coord_mlp[2].bias) if self.update_coords else none2 + none2
+                 None) if self.update_coords else none2 + none2
         vel = (self.vel_out.weight, self.vel_out.bias) if self.velocity else none2
-        return (self.node_in.weight, self.node_in.bias, self.edge_in_inv.weight, self.edge_out.weight,
+        return (self.node_in.weight, self._node_bias(), self.edge_in_inv.weight, self.edge_out.weight,
                 self.edge_out.bias, self.node_in_agg.weight, self.node_out.weight, self.node_out.bias) + coord + vel
 
     def forward_dense(self, h, x, v0, inv_extra, emask, inv_deg, pairs):
@@ -352,7 +409,8 @@ class MCEGNNLayer(nn.Module):
         Returns ``h (B,n,H), x (C,3,B,n)``. Pair tensors are built by broadcasting over ``(n, n)`` and keeping the
         off-diagonal (:func:`off_diagonal`), so there are no gathers or scatters; the forward and a
         hand-written backward run as one autograd node (:class:`_DenseLayerFunction`), which supports
-        first derivatives (training, forces) but not double backward (use ``path="edges"`` for that).
+        first derivatives (training, forces) but not double backward (``create_graph=True`` raises an
+        error that says to use ``path="edges"``, which supports it).
         """
         cfg = (self.channels, self.n_node_blocks, self.update_coords)
         return _DenseLayerFunction.apply(cfg, h, x, v0, inv_extra, emask, inv_deg, *pairs, *self._params())
@@ -587,7 +645,9 @@ class NaiveEGNN(nn.Module):
         self.embedding = nn.Linear(in_node_nf, hidden_nf)
         self.edge_mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * hidden_nf + 1 + edge_nf, hidden_nf), nn.SiLU(),
                                                      nn.Linear(hidden_nf, hidden_nf), nn.SiLU()) for _ in range(n_layers))
-        self.coord_mlps = nn.ModuleList(_mlp(hidden_nf, hidden_nf, 1) for _ in range(n_layers))
+        self.coord_mlps = nn.ModuleList(_mlp(hidden_nf, hidden_nf, 1, last_bias=False) for _ in range(n_layers))
+        for c_mlp in self.coord_mlps:               # as the reference code: tiny initial coordinate updates
+            nn.init.xavier_uniform_(c_mlp[2].weight, gain=0.001)
         self.vel_mlps = nn.ModuleList(_mlp(hidden_nf, hidden_nf, 1) for _ in range(n_layers))
         self.node_mlps = nn.ModuleList(_mlp(2 * hidden_nf, hidden_nf, hidden_nf) for _ in range(n_layers))
 
