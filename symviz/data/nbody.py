@@ -87,19 +87,31 @@ def coulomb_forces(x: np.ndarray, q: np.ndarray, strength: float = 1.0, clip: fl
     >>> F.tolist()   # like charges repel with 1/r^2 = 0.25
     [[-0.25, 0.0, 0.0], [0.25, 0.0, 0.0]]
     """
-    n = x.shape[-2]
-    I, J = np.triu_indices(n, k=1)                                       # each pair once: half the work
-    diff = x[..., I, :] - x[..., J, :]                                   # (..., pairs, 3)
-    r2 = (diff * diff).sum(-1)
-    f = ((q[..., I] * q[..., J]) * strength / (r2 * np.sqrt(r2)))[..., None] * diff   # force on I from J
-    incidence = np.zeros((n, len(I)))                                    # F_i = sum of +f (i = I) and -f (i = J)
-    incidence[I, np.arange(len(I))] = 1.0
-    incidence[J, np.arange(len(I))] = -1.0
-    F = np.matmul(incidence, f)
-    if clip is None:
-        return F, np.zeros(F.shape[:-2], dtype=bool)
-    clipped = (np.abs(F) > clip).any(axis=(-1, -2))
-    return np.clip(F, -clip, clip), clipped
+    return _CoulombField(q, strength, clip)(x)
+
+
+class _CoulombField:
+    """:func:`coulomb_forces` for fixed charges, with the pair bookkeeping done once (the integrator
+    evaluates it thousands of times). Same arithmetic, same results."""
+
+    def __init__(self, q: np.ndarray, strength: float = 1.0, clip: float | None = None):
+        n = q.shape[-1]
+        self.I, self.J = np.triu_indices(n, k=1)                              # each pair once: half the work
+        self.qq = (q[..., self.I] * q[..., self.J]) * strength                # (..., pairs)
+        self.incidence = np.zeros((n, len(self.I)))                           # F_i = sum of +f (i = I) and -f (i = J)
+        self.incidence[self.I, np.arange(len(self.I))] = 1.0
+        self.incidence[self.J, np.arange(len(self.I))] = -1.0
+        self.clip = clip
+
+    def __call__(self, x: np.ndarray):
+        diff = x[..., self.I, :] - x[..., self.J, :]                          # (..., pairs, 3)
+        r2 = (diff * diff).sum(-1)
+        f = (self.qq / (r2 * np.sqrt(r2)))[..., None] * diff                  # force on I from J
+        F = np.matmul(self.incidence, f)
+        if self.clip is None:
+            return F, np.zeros(F.shape[:-2], dtype=bool)
+        clipped = (np.abs(F) > self.clip).any(axis=(-1, -2))
+        return np.clip(F, -self.clip, self.clip, out=F), clipped
 
 
 def total_energy(x: np.ndarray, v: np.ndarray, q: np.ndarray, strength: float = 1.0) -> np.ndarray:
@@ -143,25 +155,43 @@ def simulate_charged(n_sims: int, n_particles: int = 5, n_frames: int = 50, samp
     vel_norm = _check_positive_float("vel_norm", vel_norm)
     if clip is not None:
         clip = _check_positive_float("clip", clip)
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0, loc_std, size=(n_sims, n_particles, 3))
-    v = rng.normal(size=(n_sims, n_particles, 3))
-    v *= vel_norm / np.linalg.norm(v, axis=-1, keepdims=True)
-    q = rng.choice(np.array([1.0, -1.0]), size=(n_sims, n_particles))
+    return _simulate([(n_sims, seed)], n_particles, n_frames, sample_every, dt, clip, loc_std, vel_norm, strength)[0]
+
+
+def _simulate(parts, n_particles, n_frames, sample_every, dt, clip, loc_std, vel_norm, strength):
+    """Simulate several independently seeded groups ``parts = [(n_sims, seed), ...]`` in one integration
+    (systems do not interact, so each group's result is the same as alone; one loop over time steps
+    instead of one per group: the numpy calls are the cost, not the arithmetic)."""
+    xs, vs, qs = [], [], []
+    for n_sims, seed in parts:
+        rng = np.random.default_rng(seed)
+        xs.append(rng.normal(0.0, loc_std, size=(n_sims, n_particles, 3)))
+        v = rng.normal(size=(n_sims, n_particles, 3))
+        vs.append(v * (vel_norm / np.linalg.norm(v, axis=-1, keepdims=True)))
+        qs.append(rng.choice(np.array([1.0, -1.0]), size=(n_sims, n_particles)))
+    x, v, q = np.concatenate(xs), np.concatenate(vs), np.concatenate(qs)
+    n_sims = x.shape[0]
 
     pos = np.empty((n_sims, n_frames, n_particles, 3))
     vel = np.empty_like(pos)
     pos[:, 0], vel[:, 0] = x, v
-    F, clipped = coulomb_forces(x, q, strength, clip)
+    forces = _CoulombField(q, strength, clip)
+    F, clipped = forces(x)
+    half_dt = 0.5 * dt
     for step in range(1, (n_frames - 1) * sample_every + 1):
-        v += 0.5 * dt * F
+        v += half_dt * F
         x += dt * v
-        F, c = coulomb_forces(x, q, strength, clip)
+        F, c = forces(x)
         clipped |= c
-        v += 0.5 * dt * F
+        v += half_dt * F
         if step % sample_every == 0:
             pos[:, step // sample_every], vel[:, step // sample_every] = x, v
-    return ChargedSimulation(pos, vel, q, clipped, dt, sample_every)
+    out, start = [], 0
+    for n, _ in parts:
+        sl = slice(start, start + n)
+        out.append(ChargedSimulation(pos[sl], vel[sl], q[sl], clipped[sl], dt, sample_every))
+        start += n
+    return out
 
 
 def charged_dataset(n_samples: int, seed: int = 0, frame_in: int = 30, frame_out: int = 40,
@@ -172,14 +202,36 @@ def charged_dataset(n_samples: int, seed: int = 0, frame_in: int = 30, frame_out
     ``loc (S, n, 3)``, ``vel (S, n, 3)``, ``charges (S, n, 1)``, ``target (S, n, 3)``.
     Only ``frame_out + 1`` frames are simulated.
     """
+    return _datasets([(n_samples, seed)], frame_in, frame_out, n_particles, dtype, **sim_kwargs)[0]
+
+
+_SIM_DEFAULTS = dict(sample_every=100, dt=0.001, clip=100.0, loc_std=1.0, vel_norm=0.5, strength=1.0)
+
+
+def _datasets(parts, frame_in=30, frame_out=40, n_particles=5, dtype=torch.float32, **sim_kwargs) -> list[dict]:
+    """:func:`charged_dataset` of several ``(n_samples, seed)`` groups, simulated in one integration."""
     frame_in = _check_positive_int("frame_in", frame_in, 0)
     frame_out = _check_positive_int("frame_out", frame_out, 1)
     if frame_out <= frame_in:
         raise ValueError(f"frame_out must be after frame_in, got frame_in={frame_in}, frame_out={frame_out}")
-    sim = simulate_charged(n_samples, n_particles=n_particles, n_frames=frame_out + 1, seed=seed, **sim_kwargs)
+    unknown = set(sim_kwargs) - set(_SIM_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown simulator arguments {sorted(unknown)}; expected some of {sorted(_SIM_DEFAULTS)}")
+    for n, _ in parts:
+        _check_positive_int("n_samples", n)
+    kw = {**_SIM_DEFAULTS, **sim_kwargs}
+    # the same checks as simulate_charged
+    _check_positive_int("n_particles", n_particles, 2)
+    _check_positive_int("sample_every", kw["sample_every"])
+    for name in ("dt", "loc_std", "vel_norm"):
+        kw[name] = _check_positive_float(name, kw[name])
+    if kw["clip"] is not None:
+        kw["clip"] = _check_positive_float("clip", kw["clip"])
+    sims = _simulate(parts, n_particles, frame_out + 1, kw["sample_every"], kw["dt"], kw["clip"], kw["loc_std"],
+                     kw["vel_norm"], kw["strength"])
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
-    return {"loc": t(sim.positions[:, frame_in]), "vel": t(sim.velocities[:, frame_in]),
-            "charges": t(sim.charges[..., None]), "target": t(sim.positions[:, frame_out])}
+    return [{"loc": t(sim.positions[:, frame_in]), "vel": t(sim.velocities[:, frame_in]),
+             "charges": t(sim.charges[..., None]), "target": t(sim.positions[:, frame_out])} for sim in sims]
 
 
 class NBodyDataset(torch.utils.data.Dataset):
@@ -209,24 +261,27 @@ def charged_splits(n_train: int = 3000, n_val: int = 2000, n_test: int = 2000, s
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for name, n in sizes.items():
         _check_positive_int(f"n_{name}", n)
-    out = {}
+    out, todo, paths = {}, [], {}
     for name, n in sizes.items():
         split_seed = int(seed) + _SPLIT_SEED_OFFSET[name]
-        path = None
         if cache:
             from ..train import cache_dir
             key = "_".join(f"{k}={kwargs[k]}" for k in sorted(kwargs))
-            path = cache_dir() / "nbody" / f"charged_{name}_{n}_{split_seed}_{key}.pt"
+            paths[name] = path = cache_dir() / "nbody" / f"charged_{name}_{n}_{split_seed}_{key}.pt"
             if path.exists():
                 try:
                     out[name] = torch.load(path, weights_only=True)
                     continue
                 except Exception:  # corrupt cache file: simulate again and overwrite it
                     pass
-        out[name] = charged_dataset(n, seed=split_seed, **kwargs)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(out[name], tmp)
-            tmp.replace(path)
-    return out
+        todo.append((name, n, split_seed))
+    if todo:                     # the missing splits in one integration (each from its own seed, as alone)
+        for (name, _, _), data in zip(todo, _datasets([(n, sd) for _, n, sd in todo], **kwargs)):
+            out[name] = data
+            if name in paths:
+                path = paths[name]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                torch.save(data, tmp)
+                tmp.replace(path)
+    return {name: out[name] for name in sizes}
