@@ -73,6 +73,30 @@ def test_dataset_and_splits(tmp_path, monkeypatch):
     assert len(nbody.NBodyDataset(s1["train"])) == 4
 
 
+def test_splits_simulated_together_equal_splits_simulated_alone():
+    sp = nbody.charged_splits(4, 3, 2, seed=5, cache=False, frame_in=1, frame_out=3, clip=50.0)
+    for name, n in (("train", 4), ("val", 3), ("test", 2)):
+        alone = nbody.charged_dataset(n, seed=5 + nbody._SPLIT_SEED_OFFSET[name], frame_in=1, frame_out=3, clip=50.0)
+        for k in alone:
+            assert torch.equal(sp[name][k], alone[k]), (name, k)
+    with pytest.raises(TypeError, match="unknown simulator arguments"):
+        nbody.charged_splits(2, 2, 2, cache=False, frame_in=1, frame_out=2, temperature=3.0)
+
+
+def test_tensor_batches_and_training_spikes():
+    t = torch.arange(10)
+    a = [b[0].tolist() for b in ex.TensorBatches([t], 4, shuffle=True, seed=1, drop_last=True)]
+    b = [b[0].tolist() for b in ex.TensorBatches([t], 4, shuffle=True, seed=1, drop_last=True)]
+    assert a == b and len(a) == 2 and len(set(sum(a, []))) == 8                 # repeatable, no repeats
+    with pytest.raises(ValueError, match="same first dimension"):
+        ex.TensorBatches([t, t[:3]], 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        ex.TensorBatches([t], 0)
+    import pandas as pd
+    calm = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.6]})
+    assert ex.training_spikes(calm) == []
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(n_sims=0), "n_sims"), (dict(n_sims=2, dt=-1.0), "dt"), (dict(n_sims=2, n_particles=1), "n_particles"),
 ])

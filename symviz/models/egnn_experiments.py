@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from ..train import evaluate, fit, resolve_device
 from .egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse
 
-__all__ = ["RunResult", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
+__all__ = ["RunResult", "TensorBatches", "training_spikes", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
            "step_time_ms", "step_times_ms", "make_train_step", "sliding_predictions"]
 
 
@@ -37,9 +37,82 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-def _loader(tensors, batch_size, shuffle, seed):
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None)
+class TensorBatches:
+    """Mini-batches of in-memory tensors, sliced with one index per batch (no per-sample collation).
+
+    Iterating yields tuples ``(t[idx] for t in tensors)``; with ``shuffle`` every pass draws a new
+    permutation from a generator seeded with ``seed``, so runs repeat exactly. (A ``DataLoader`` over a
+    ``TensorDataset`` fetches and stacks every sample in Python, which costs a noticeable part of a train
+    step of these small models.)
+
+    >>> b = TensorBatches([torch.arange(5)], batch_size=2)
+    >>> [t[0].tolist() for t in b], len(b)
+    ([[0, 1], [2, 3], [4]], 3)
+    """
+
+    def __init__(self, tensors, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False):
+        tensors = tuple(tensors)
+        n = int(tensors[0].shape[0])
+        if any(int(t.shape[0]) != n for t in tensors):
+            raise ValueError(f"all tensors need the same first dimension, got {[tuple(t.shape) for t in tensors]}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.tensors, self.batch_size, self.shuffle, self.drop_last, self.n = tensors, batch_size, shuffle, drop_last, n
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
+        for k in range(len(self)):
+            sl = slice(k * self.batch_size, (k + 1) * self.batch_size)
+            if order is None:
+                yield tuple(t[sl] for t in self.tensors)
+            else:
+                idx = order[sl]
+                yield tuple(t[idx] for t in self.tensors)
+
+
+def _loader(tensors, batch_size, shuffle, seed, drop_last=False):
+    tensors = tuple(tensors)
+    drop_last = drop_last and int(tensors[0].shape[0]) >= batch_size      # never an empty epoch
+    return TensorBatches(tensors, batch_size, shuffle, seed, drop_last=drop_last)
+
+
+def _adam(model: torch.nn.Module, lr: float, weight_decay: float, device) -> torch.optim.Optimizer:
+    """Adam, as in the EGNN reference code, with PyTorch's fused kernel where the device has one: one
+    kernel per parameter tensor instead of a dozen small ops (these models have ~50 tensors). Same
+    update rule."""
+    model.to(resolve_device(device))
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):   # no fused kernel for this device or torch version
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def training_spikes(history, factor: float = 10.0) -> list[int]:
+    """Epochs whose mean training loss exceeds ``factor`` times the best one before them.
+
+    ``fit`` restores the weights of the best validation epoch, so a run that blew up in between can still
+    report a fair test error: this makes such instabilities visible (the trainers below warn about them
+    and keep the list in ``RunResult.extra["loss_spikes"]``).
+
+    >>> import pandas as pd
+    >>> training_spikes(pd.DataFrame({"epoch": [1, 2, 3, 4], "train_loss": [1.0, 0.1, 5.0, 0.09]}))
+    [3]
+    """
+    loss = history["train_loss"]
+    best_before = loss.cummin().shift(1)
+    return [int(e) for e, bad in zip(history["epoch"], loss > factor * best_before) if bad]
+
+
+def _result(model, channels, seed, test, history, params, seconds, desc, extra=None) -> RunResult:
+    spikes = training_spikes(history)
+    if spikes:
+        warnings.warn(f"{desc}: the training loss jumped more than 10x above its best value at epoch(s) {spikes}; "
+                      "the reported test error comes from the best validation epoch", RuntimeWarning, stacklevel=3)
+    return RunResult(model, channels, seed, test, history, params, seconds, extra={**(extra or {}), "loss_spikes": spikes})
 
 
 def _nbody_tensors(split):
@@ -58,15 +131,16 @@ def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int =
     """
     torch.manual_seed(seed)
     model = MCEGNN(1, hidden_nf, n_layers, channels, edge_nf=1, velocity=True)
-    tr = _loader(_nbody_tensors(splits["train"]), batch_size, True, seed)
+    tr = _loader(_nbody_tensors(splits["train"]), batch_size, True, seed, drop_last=True)   # as main_nbody.py
     va = _loader(_nbody_tensors(splits["val"]), 500, False, seed)
     te = _loader(_nbody_tensors(splits["test"]), 500, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, nbody_mse, tr, va, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed,
+    res = fit(model, nbody_mse, tr, va, epochs=epochs, lr=lr, optimizer=_adam(model, lr, weight_decay, device), seed=seed,
               device=device, amp=False, patience=patience, progress=progress, desc=f"N-body C={channels} seed={seed}",
               compile=compile)
     test = evaluate(res.model, nbody_mse, te, device)
-    return RunResult(res.model, channels, seed, test, res.history, count_parameters(model), time.perf_counter() - t0)
+    return _result(res.model, channels, seed, test, res.history, count_parameters(model), time.perf_counter() - t0,
+                   f"N-body C={channels} seed={seed}")
 
 
 def linear_baseline_mse(split: dict) -> float:
@@ -87,10 +161,11 @@ def solar_mse(model, batch) -> torch.Tensor:
 
 def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64,
                 n_layers: int = 4, epochs: int = 100, lr: float = 1e-3, batch_size: int = 100,
-                device: str = "auto", progress: bool = False) -> RunResult:
+                device: str = "auto", progress: bool = False, scheduler: str | None = None) -> RunResult:
     """Train an (MC-)EGNN on solar-system states (node features: log mass, |v|); ``test`` is the test MSE.
 
-    The last 20% of ``train`` (by date) is the validation set used to pick the best epoch.
+    The last 20% of ``train`` (by date) is the validation set used to pick the best epoch;
+    ``scheduler="cosine"`` decays the learning rate to zero over ``epochs`` (:func:`symviz.train.fit`).
     """
     torch.manual_seed(seed)
     model = MCEGNN(2, hidden_nf, n_layers, channels, edge_nf=0, velocity=True)
@@ -101,10 +176,12 @@ def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidde
     va = _loader([train[k][cut:] for k in keys], 1000, False, seed)
     te = _loader([test[k] for k in keys], 1000, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, solar_mse, tr, va, epochs=epochs, lr=lr, seed=seed, device=device, amp=False, progress=progress,
+    res = fit(model, solar_mse, tr, va, epochs=epochs, lr=lr, optimizer=_adam(model, lr, 0.0, device), seed=seed,
+              device=device, amp=False, progress=progress, scheduler=scheduler,
               desc=f"solar C={channels} seed={seed}")
     test_mse = evaluate(res.model, solar_mse, te, device)
-    return RunResult(res.model, channels, seed, test_mse, res.history, count_parameters(model), time.perf_counter() - t0)
+    return _result(res.model, channels, seed, test_mse, res.history, count_parameters(model), time.perf_counter() - t0,
+                   f"solar C={channels} seed={seed}")
 
 
 def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64, n_layers: int = 4,
@@ -113,7 +190,7 @@ def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 6
     """Train an invariant (MC-)EGNN regressor on :func:`symviz.data.qm9.qm9_splits` output.
 
     The target is standardised with the training mean and std; ``test`` is the test MAE in the
-    target's unit (as QM9 results are reported), ``extra["val_mae"]`` the best validation MAE.
+    target's unit (as QM9 results are reported); the best epoch is the one with the lowest validation MSE.
     """
     tr_y = splits["train"]["y"][:, target_index]
     mu, sd = float(tr_y.mean()), float(tr_y.std())
@@ -140,11 +217,12 @@ def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 6
     va = _loader(tensors(splits["val"]), 500, False, seed)
     te = _loader(tensors(splits["test"]), 500, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, loss, tr, va, epochs=epochs, lr=lr, seed=seed, device=device, amp=False, progress=progress,
-              scheduler="cosine", metrics={"val_mae": mae}, desc=f"QM9 C={channels} seed={seed}")
+    res = fit(model, loss, tr, va, epochs=epochs, lr=lr, optimizer=_adam(model, lr, 0.0, device), seed=seed,
+              device=device, amp=False, progress=progress,
+              scheduler="cosine", desc=f"QM9 C={channels} seed={seed}")
     test_mae = evaluate(res.model, mae, te, device)
-    return RunResult(res.model, channels, seed, test_mae, res.history, count_parameters(model),
-                     time.perf_counter() - t0, extra={"target_mean": mu, "target_std": sd})
+    return _result(res.model, channels, seed, test_mae, res.history, count_parameters(model), time.perf_counter() - t0,
+                   f"QM9 C={channels} seed={seed}", extra={"target_mean": mu, "target_std": sd})
 
 
 def make_train_step(model: torch.nn.Module, batch_size: int = 100, n_nodes: int = 5, device: str = "cpu",
