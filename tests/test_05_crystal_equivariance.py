@@ -194,6 +194,27 @@ def test_orbit_linear_commutes_with_the_group_and_only_with_it(hcp):
     assert sum(p.numel() for p in layer.parameters()) == (po.max() + 1) * 3 * 4 + 4
 
 
+def test_orbit_linear_init_follows_the_papers_code(hcp):
+    # the paper's LinearEquiv draws tied weights and biases like nn.Linear: U(+-1/sqrt(fan_in)); here the
+    # layer is a Linear on the K orbit means, fan_in = K * in_dim. Pin the scale (a 1.7x larger randn init
+    # or a zero bias would fail).
+    import math
+
+    _, _, perms = hcp
+    po = C.pair_orbits(perms)
+    K = int(po.max()) + 1
+    torch.manual_seed(0)
+    layer = OrbitLinear(po, 32, 48)
+    bound = 1 / math.sqrt(K * 32)
+    assert layer.fan_in == K * 32
+    w, b = layer.weight.detach(), layer.bias.detach()
+    assert w.abs().max() <= bound and b.abs().max() <= bound
+    assert abs(float(w.std()) - bound / math.sqrt(3)) < 0.05 * bound / math.sqrt(3)   # uniform: std = bound/sqrt(3)
+    assert float(w.abs().max()) > 0.95 * bound and float(b.abs().max()) > 0.5 * bound     # not zero, not shrunk
+    ref = torch.nn.Linear(K * 32, 48)
+    assert abs(float(w.std()) - float(ref.weight.detach().std())) < 0.05 * float(ref.weight.detach().std())
+
+
 def test_models_symmetry_float64(hcp):
     atoms, _, perms = hcp
     po = C.pair_orbits(perms)
@@ -216,6 +237,33 @@ def test_supercell_cgcnn_matches_chapter06_cgcnn(hcp):
     x = torch.randint(0, 2, (3, len(atoms))).double()
     ref = m.cgcnn(m.graph_batch(x)).reshape(3, -1)
     assert torch.allclose(m(x).site, ref, atol=1e-10)
+
+
+def test_supercell_cgcnn_neighbour_table_equals_the_scatter_path(hcp, rutile):
+    # lattices: every site has the same number of neighbours, so the edges form an (n, M) table (fast path);
+    # the result must equal the general index_add path and chapter 06's CGCNN, in training mode too (BatchNorm)
+    atoms, _, _ = hcp
+    for template in (atoms, C.lattice_supercell("bcc", "Cu", size=(2, 2, 2)), rutile):
+        torch.manual_seed(0)
+        m = SupercellCGCNN(template, hidden=8, n_conv=2).double()
+        x = torch.randint(0, 2, (3, m.n_sites)).double()
+        ref = m.cgcnn(m.graph_batch(x)).reshape(3, -1)
+        fast = m(x).site
+        m.dense = False
+        slow = m(x).site
+        assert torch.allclose(fast, slow, atol=1e-10) and torch.allclose(slow, ref, atol=1e-10)
+    assert SupercellCGCNN(atoms, hidden=4).neighbors.shape == (len(atoms), 12)
+
+
+def test_fit_alloy_model_without_hold_out(hcp):
+    atoms, _, _ = hcp
+    x = torch.randint(0, 2, (8, len(atoms))).double()
+    y = x.sum(1) * 0.01
+    with torch_threads(1):
+        r = fit_alloy_model(OccupancyMLP(len(atoms), hidden=8), x, y, steps=5, val_fraction=0.0, device="cpu")
+    assert len(r.history) == 5 and "val_loss" not in r.history   # every configuration trains, final weights kept
+    with pytest.raises(ValueError, match="val_fraction"):
+        fit_alloy_model(OccupancyMLP(len(atoms)), x, y, steps=5, val_fraction=1.0)
 
 
 def test_orbit_cgcnn_runs_and_ablation_zeroes_orbits(matbench_small):

@@ -87,6 +87,13 @@ class OrbitLinear(nn.Module):
         pair_orbits: ``(n, n)`` orbit labels (:func:`symviz.data.crystals.pair_orbits`).
         in_dim, out_dim: channels. ``h: (..., n, in_dim) -> (..., n, out_dim)``.
     Parameters: ``weight (K, in_dim, out_dim)``, ``bias (out_dim,)``: ``K·in·out`` weights whatever ``n``.
+
+    Initialisation: the paper's code (``LinearEquiv`` in Kaba & Ravanbakhsh's repository) draws every
+    tied weight and bias like PyTorch's ``nn.Linear``, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    (``kaiming_uniform_`` with ``a=sqrt(5)``). This layer *is* an ``nn.Linear(K·in_dim, out_dim)``
+    applied to the ``K`` orbit means ``[mean_{j∈o} h_j]_o`` stacked, so ``fan_in = K·in_dim`` here.
+    (The paper's layer sums over sites instead of averaging and sets its fan per layer position; with a
+    mean per orbit the inputs of every output are the ``K·in_dim`` orbit means, whatever the supercell.)
     """
 
     def __init__(self, pair_orbits: Any, in_dim: int, out_dim: int, normalize: bool = True):
@@ -98,8 +105,21 @@ class OrbitLinear(nn.Module):
         self.register_buffer("basis", basis.float())
         K = basis.shape[0]
         self.in_dim, self.out_dim = in_dim, out_dim
-        self.weight = nn.Parameter(torch.randn(K, in_dim, out_dim) / math.sqrt(K * in_dim))
-        self.bias = nn.Parameter(torch.zeros(out_dim))
+        self.weight = nn.Parameter(torch.empty(K, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(out_dim))
+        self.reset_parameters()
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs of each output: ``K·in_dim`` orbit means."""
+        return int(self.weight.shape[0] * self.in_dim)
+
+    def reset_parameters(self) -> None:
+        """``weight``, ``bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, as ``nn.Linear`` and the paper's code."""
+        bound = 1.0 / math.sqrt(self.fan_in)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
 
     @property
     def n_sites(self) -> int:
@@ -210,6 +230,13 @@ class SupercellCGCNN(nn.Module):
         self.register_buffer("edge_index", g.edge_index)
         self.register_buffer("distances", g.distances)
         self.n_sites = n
+        # On a lattice every site has the same number M of neighbours (ties kept) and the edges come sorted
+        # by centre: then the edges are an (n, M) table and the sum over neighbours is a plain sum over M.
+        i = g.edge_index[0]
+        counts = torch.bincount(i, minlength=n)
+        regular = bool(len(i) and (i[1:] >= i[:-1]).all() and (counts == counts[0]).all())
+        self.register_buffer("neighbors", g.edge_index[1].reshape(n, -1) if regular else None)
+        self.dense = regular   # False: the general index_add path (the same function; tests compare both)
         self.cgcnn = CGCNN(node_dim=2, cutoff=cutoff, hidden=hidden, n_conv=n_conv, n_gaussians=n_gaussians,
                            head_hidden=hidden, n_targets=1, pool=None, batch_norm=batch_norm)
 
@@ -220,18 +247,24 @@ class SupercellCGCNN(nn.Module):
         h = c.embed(x.to(dtype))                                       # (B, n, D)
         u = c.rbf(self.distances.to(dtype))                            # (E, G), the same for every configuration
         i, j = self.edge_index[0], self.edge_index[1]
+        dense = self.dense and self.neighbors is not None
         D = h.shape[-1]
         for conv in c.convs:
             # CGConv's lin(cat[h_i, h_j, u_ij]) split into its three blocks: the node blocks are applied
             # per node and the edge block once per graph (all configurations share the graph). Same
             # parameters and the same function as CGConv.forward, ~10x cheaper on a fixed supercell.
             W, b = conv.lin.weight, conv.lin.bias
-            z = (h @ W[:, :D].T)[:, i] + (h @ W[:, D:2 * D].T)[:, j] + (u @ W[:, 2 * D:].T + b)
+            ue = u @ W[:, 2 * D:].T + b                                # (E, 2D)
+            if dense:   # edges as an (n, M) table: the centre term broadcasts, no scatter
+                n, M = self.neighbors.shape
+                z = (h @ W[:, :D].T)[:, :, None] + (h @ W[:, D:2 * D].T)[:, self.neighbors] + ue.reshape(n, M, -1)
+            else:
+                z = (h @ W[:, :D].T)[:, i] + (h @ W[:, D:2 * D].T)[:, j] + ue
             if not isinstance(conv.bn_edge, nn.Identity):
                 z = conv.bn_edge(z.reshape(-1, 2 * D)).reshape(z.shape)
             gate, core = z.chunk(2, dim=-1)
-            msg = torch.sigmoid(gate) * conv.act(core)                 # (B, E, D)
-            agg = h.new_zeros(h.shape).index_add_(1, i, msg)
+            msg = torch.sigmoid(gate) * conv.act(core)                 # (B, E, D) or (B, n, M, D)
+            agg = msg.sum(2) if dense else h.new_zeros(h.shape).index_add_(1, i, msg)
             if not isinstance(conv.bn_node, nn.Identity):
                 agg = conv.bn_node(agg.reshape(-1, D)).reshape(agg.shape)
             h = conv.act(h + agg)
@@ -315,7 +348,9 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
     """Fit ``model`` (occupancy ``(N, n)`` -> :class:`CrystalPrediction`) to energies ``(N,)`` with MSE.
 
     A random ``val_fraction`` of the training set (at least 2 configurations) picks the best epoch
-    (its weights are restored) and, with ``patience``, stops early. ``steps``: train for about this
+    (its weights are restored) and, with ``patience``, stops early. ``val_fraction=0`` holds nothing
+    out: every configuration trains and the final weights are kept (for tiny training sets, where two
+    validation configurations are too few to pick an epoch). ``steps``: train for about this
     many optimizer steps instead of ``epochs`` (so tiny training sets still get enough updates).
     Targets are scaled by their std inside the loss only. With ``site_energy: (N, n)`` the loss is the
     MSE of the per-site outputs instead (the model must have a per-site readout).
@@ -333,7 +368,9 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
         raise ValueError(f"fit_alloy_model: need at least 4 configurations, got {N}")
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(N, generator=g)
-    n_val = max(2, int(round(val_fraction * N)))
+    if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
+        raise ValueError(f"fit_alloy_model: val_fraction must be in [0, 1), got {val_fraction!r}")
+    n_val = max(2, int(round(val_fraction * N))) if val_fraction > 0 else 0
     val, tr = perm[:n_val], perm[n_val:]
     scale = float(energy[tr].std().clamp(min=1e-6)) if len(tr) > 1 else 1.0
     if steps is not None:
@@ -359,7 +396,7 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
 
     train_loader = DataLoader(TensorDataset(x[tr], y[tr]), batch_size=batch_size, shuffle=True,
                               generator=torch.Generator().manual_seed(seed))
-    val_loader = DataLoader(TensorDataset(x[val], y[val]), batch_size=512)
+    val_loader = DataLoader(TensorDataset(x[val], y[val]), batch_size=512) if n_val else None
     return fit(model, loss_fn, train_loader, val_loader, epochs=epochs, lr=lr, seed=seed, device=device,
                patience=patience, progress=False, desc=type(model).__name__)
 
