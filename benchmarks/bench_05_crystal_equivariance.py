@@ -39,8 +39,11 @@ def run(scale: str = "quick") -> list[dict]:
 
     x = torch.randint(0, 2, (batch, len(atoms))).float()
     y = torch.randn(batch)
+    scatter = SupercellCGCNN(atoms, hidden=32)
+    scatter.dense = False   # the general index_add path, for comparison with the neighbour-table path
     for name, model in (("orbit-equivariant net", CrystalEquivariantNet(po, hidden=32)),
                         ("CGCNN on the supercell", SupercellCGCNN(atoms, hidden=32)),
+                        ("CGCNN on the supercell, scatter path", scatter),
                         ("MLP on occupancies", OccupancyMLP(len(atoms)))):
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
