@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -167,7 +168,8 @@ def build_table(store: dict, meta: dict) -> str:
         "in each chapter's kernel (`--threads`).",
         "",
         f"Machine: {meta['cpu']}, {meta['cores']} cores, torch {meta['torch']}. Written {meta['date']}. "
-        f"Mode: {', '.join(scales) or 'quick'}.",
+        f"Mode: {', '.join(scales) or 'quick'}. OpenMP wait policy: {meta.get('omp_wait') or 'default'} (it changes "
+        "CPU use and 2-thread wall times on a busy machine, never the numbers).",
         "",
         "## Claims",
         "",
@@ -282,7 +284,7 @@ def main(argv=None) -> int:
     store_path = out / STORE
     store = load_store(store_path)
     m = machine_info()
-    meta = {"cpu": m["cpu"], "cores": m["cores"], "torch": m["torch"]}
+    meta = {"cpu": m["cpu"], "cores": m["cores"], "torch": m["torch"], "omp_wait": os.environ.get("OMP_WAIT_POLICY")}
     if a.table_only:
         Path(a.md).write_text(build_table(store, {**meta, "date": now_utc()}))
         print(f"wrote {a.md} from {store_path}")
