@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads",
+__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches",
            "CompileOrEager"]
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -99,6 +99,44 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class TensorBatches:
+    """Mini-batches ``tuple(t[idx] for t in tensors)`` of in-memory tensors, one gather per batch.
+
+    Does what ``DataLoader(TensorDataset(*tensors), batch_size, shuffle=shuffle, generator=g)`` does for
+    tensors that fit in memory, without a ``__getitem__`` and a collate per example (which cost as much as
+    the step of a tiny model). With ``shuffle`` every pass draws a new permutation from a generator seeded
+    with ``seed``, so runs repeat exactly. Iterate it once per epoch.
+
+    >>> b = TensorBatches(torch.arange(5.0), torch.arange(5), batch_size=2, seed=0)
+    >>> [len(xb) for xb, _ in b], len(b)
+    ([2, 2, 1], 3)
+    >>> [t[0].tolist() for t in TensorBatches(torch.arange(5), batch_size=2, shuffle=False)]
+    [[0, 1], [2, 3], [4]]
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int = 64, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False):
+        if not tensors or any(not torch.is_tensor(t) for t in tensors):
+            raise ValueError("TensorBatches needs one or more tensors")
+        n = int(tensors[0].shape[0])
+        if any(int(t.shape[0]) != n for t in tensors):
+            raise ValueError("TensorBatches: all tensors need the same first dimension (the same length), got "
+                             f"{[tuple(t.shape) for t in tensors]}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.tensors, self.batch_size, self.shuffle, self.drop_last, self.n = tensors, batch_size, shuffle, drop_last, n
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
+        for k in range(len(self)):
+            sl = slice(k * self.batch_size, (k + 1) * self.batch_size)
+            yield tuple(t[sl] if order is None else t[order[sl]] for t in self.tensors)
 
 
 THREADS_ENV = ("SYMVIZ_THREADS", "OMP_NUM_THREADS")

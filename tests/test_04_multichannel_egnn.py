@@ -85,13 +85,13 @@ def test_splits_simulated_together_equal_splits_simulated_alone():
 
 def test_tensor_batches_and_training_spikes():
     t = torch.arange(10)
-    a = [b[0].tolist() for b in ex.TensorBatches([t], 4, shuffle=True, seed=1, drop_last=True)]
-    b = [b[0].tolist() for b in ex.TensorBatches([t], 4, shuffle=True, seed=1, drop_last=True)]
+    a = [b[0].tolist() for b in ex.TensorBatches(t, batch_size=4, shuffle=True, seed=1, drop_last=True)]
+    b = [b[0].tolist() for b in ex.TensorBatches(t, batch_size=4, shuffle=True, seed=1, drop_last=True)]
     assert a == b and len(a) == 2 and len(set(sum(a, []))) == 8                 # repeatable, no repeats
     with pytest.raises(ValueError, match="same first dimension"):
-        ex.TensorBatches([t, t[:3]], 2)
+        ex.TensorBatches(t, t[:3], batch_size=2)
     with pytest.raises(ValueError, match="batch_size"):
-        ex.TensorBatches([t], 0)
+        ex.TensorBatches(t, batch_size=0)
     import pandas as pd
     calm = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.6]})
     assert ex.training_spikes(calm) == []

@@ -294,7 +294,7 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
     import torch.nn.functional as F
 
     from ..train import fit, resolve_device
-    from .canonical_experiments import TensorBatches
+    from ..train import TensorBatches
 
     if scale not in ADAPTATION_RECIPES:
         raise ValueError(f"adapt: scale must be one of {sorted(ADAPTATION_RECIPES)}, got {scale!r}")

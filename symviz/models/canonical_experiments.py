@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.rotated_images import random_rot90
-from ..train import fit
+from ..train import TensorBatches, fit
 from .canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCanonicalizer, PCAFrameCanonicalizer,
                         PointFrameCanonicalizer, PointNetClassifier)
 from .gcnn import P4CNN, SmallCNN
@@ -67,38 +67,6 @@ def make_pointset_model(kind: str, n_classes: int, hidden: int = 64, canon_hidde
     if kind == "pca":
         return CanonicalizedModel(PCAFrameCanonicalizer("SO(3)"), backbone)
     return CanonicalizedModel(PointFrameCanonicalizer(canon_hidden, "SO(3)"), backbone)
-
-
-class TensorBatches:
-    """Shuffled mini-batches ``(x[idx], y[idx])`` of in-memory tensors, a fresh order every epoch.
-
-    Does what ``DataLoader(TensorDataset(*tensors), batch_size, shuffle=True, generator=g)`` does for
-    tensors that fit in memory, with one gather per batch instead of one ``__getitem__`` per example
-    and a collate (which costs as much as the step of a tiny model). Iterate it once per epoch.
-
-    >>> b = TensorBatches(torch.arange(5.0), torch.arange(5), batch_size=2, seed=0)
-    >>> [len(xb) for xb, _ in b], len(b)
-    ([2, 2, 1], 3)
-    """
-
-    def __init__(self, *tensors: torch.Tensor, batch_size: int = 64, seed: int = 0, drop_last: bool = False):
-        if not tensors or any(not torch.is_tensor(t) or len(t) != len(tensors[0]) for t in tensors):
-            raise ValueError("TensorBatches needs one or more tensors of the same length")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.tensors, self.batch_size, self.drop_last = tensors, batch_size, drop_last
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        n = len(self.tensors[0])
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self):
-        n = len(self.tensors[0])
-        order = torch.randperm(n, generator=self.generator)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield tuple(t[idx] for t in self.tensors)
 
 
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, lr: float = 3e-3,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..train import evaluate, fit, resolve_device
+from ..train import TensorBatches, evaluate, fit, resolve_device
 from .egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse
 
 __all__ = ["RunResult", "TensorBatches", "training_spikes", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
@@ -37,47 +37,10 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-class TensorBatches:
-    """Mini-batches of in-memory tensors, sliced with one index per batch (no per-sample collation).
-
-    Iterating yields tuples ``(t[idx] for t in tensors)``; with ``shuffle`` every pass draws a new
-    permutation from a generator seeded with ``seed``, so runs repeat exactly. (A ``DataLoader`` over a
-    ``TensorDataset`` fetches and stacks every sample in Python, which costs a noticeable part of a train
-    step of these small models.)
-
-    >>> b = TensorBatches([torch.arange(5)], batch_size=2)
-    >>> [t[0].tolist() for t in b], len(b)
-    ([[0, 1], [2, 3], [4]], 3)
-    """
-
-    def __init__(self, tensors, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False):
-        tensors = tuple(tensors)
-        n = int(tensors[0].shape[0])
-        if any(int(t.shape[0]) != n for t in tensors):
-            raise ValueError(f"all tensors need the same first dimension, got {[tuple(t.shape) for t in tensors]}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.tensors, self.batch_size, self.shuffle, self.drop_last, self.n = tensors, batch_size, shuffle, drop_last, n
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
-
-    def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
-        for k in range(len(self)):
-            sl = slice(k * self.batch_size, (k + 1) * self.batch_size)
-            if order is None:
-                yield tuple(t[sl] for t in self.tensors)
-            else:
-                idx = order[sl]
-                yield tuple(t[idx] for t in self.tensors)
-
-
 def _loader(tensors, batch_size, shuffle, seed, drop_last=False):
     tensors = tuple(tensors)
     drop_last = drop_last and int(tensors[0].shape[0]) >= batch_size      # never an empty epoch
-    return TensorBatches(tensors, batch_size, shuffle, seed, drop_last=drop_last)
+    return TensorBatches(*tensors, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
 
 
 def _adam(model: torch.nn.Module, lr: float, weight_decay: float, device) -> torch.optim.Optimizer:

@@ -223,7 +223,7 @@ def pretrained_backbone(scale: str = "quick", seed: int = 0, *, device: str | to
     """
     import time
 
-    from symviz.models.canonical_experiments import TensorBatches
+    from symviz.train import TensorBatches
 
     from symviz.train import fit, load_checkpoint, save_checkpoint
 
