@@ -16,7 +16,7 @@ def _step_ms(model, x, reps=20):
 
 
 def run(scale: str = "quick") -> list[dict]:
-    from symviz.models.primer import DeepSets, E3PointNet
+    from symviz.nn.primer import DeepSets, E3PointNet
 
     torch.manual_seed(0)
     x = torch.randn(64, 8, 3)

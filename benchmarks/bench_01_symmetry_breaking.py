@@ -27,8 +27,8 @@ def run(scale: str = "quick") -> list[dict]:
 
 def _run(scale: str) -> list[dict]:
     from symviz.data import symbreak
-    from symviz.models.emlp import relaxed_equivariance_violation
-    from symviz.relaxed import frozen, make_model
+    from symviz.nn.emlp import relaxed_equivariance_violation
+    from symviz.chapters.ch01_symmetry_breaking.experiments import frozen, make_model
 
     check_scale(scale)
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ def _step_ms(model, x, y, reps):
 
 
 def run(scale: str = "quick") -> list[dict]:
-    from symviz.models.canonical_experiments import make_image_model, make_pointset_model
+    from symviz.chapters.ch02_learned_canonicalization.experiments import make_image_model, make_pointset_model
 
     check_scale(scale)
     size, width, canon_hidden, pool, reps = (12, 16, 8, 1, 10) if scale == "quick" else (24, 32, 16, 2, 30)

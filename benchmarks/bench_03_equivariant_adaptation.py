@@ -28,9 +28,9 @@ def _step_ms(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, 
 
 def run(scale: str = "quick") -> list[dict]:
     from symviz.losses import canonicalization_prior
-    from symviz.models.adaptation import ADAPTATION_RECIPES, AdaptedModel
-    from symviz.models.canonical import C4ImageCanonicalizer
-    from symviz.models.pretrained import BACKBONE_RECIPES, ResNetBackbone
+    from symviz.chapters.ch03_equivariant_adaptation.adaptation import ADAPTATION_RECIPES, AdaptedModel
+    from symviz.nn.canonical import C4ImageCanonicalizer
+    from symviz.chapters.ch03_equivariant_adaptation.pretrained import BACKBONE_RECIPES, ResNetBackbone
 
     check_scale(scale)
     repeats = 5 if scale == "quick" else 20

@@ -5,7 +5,7 @@ The train step is forward + backward of the position MSE (no optimizer step: Ada
 every model), at the issue's size: 5 particles, batch 100, hidden 64, 4 layers. On a CPU it runs at
 2 threads (the goal's "2 CPU cores") and at 1 thread. Models are timed *interleaved* (round-robin, median
 per model) so that load from other processes hits all of them alike; every speed-up compares with the
-straightforward edge-list EGNN (:class:`symviz.models.egnn.NaiveEGNN`, eager) measured in the same rounds.
+straightforward edge-list EGNN (:class:`symviz.nn.egnn.NaiveEGNN`, eager) measured in the same rounds.
 Compiled models go through :class:`symviz.train.CompileOrEager`; their one-off compile time is reported
 (inductor caches it on disk, so a second process compiles in seconds).
 
@@ -26,7 +26,7 @@ BASE = "straightforward edge-list EGNN"
 
 def _models(channels, compiled_channels):
     """Eager models, plus compiled ones with their compile seconds (compiling = the first train step)."""
-    from symviz.models.egnn import MCEGNN, NaiveEGNN
+    from symviz.nn.egnn import MCEGNN, NaiveEGNN
     from symviz.train import CompileOrEager
 
     torch.manual_seed(0)
@@ -43,8 +43,8 @@ def _models(channels, compiled_channels):
 
 def run(scale: str = "quick") -> list[dict]:
     from symviz.data.nbody import simulate_charged
-    from symviz.models.egnn import count_parameters
-    from symviz.models.egnn_experiments import make_train_step, step_times_ms
+    from symviz.nn.egnn import count_parameters
+    from symviz.chapters.ch04_multichannel_egnn.experiments import make_train_step, step_times_ms
     from symviz.train import resolve_device
 
     check_scale(scale)

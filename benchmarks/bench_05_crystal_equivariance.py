@@ -16,7 +16,7 @@ CHAPTER = "05_crystal_equivariance"
 def run(scale: str = "quick") -> list[dict]:
     check_scale(scale)
     from symviz.data import crystals as C
-    from symviz.models.crystal import CrystalEquivariantNet, OccupancyMLP, SupercellCGCNN
+    from symviz.nn.crystal import CrystalEquivariantNet, OccupancyMLP, SupercellCGCNN
 
     repeat = 5 if scale == "quick" else 30
     batch = 32 if scale == "quick" else 256

@@ -11,8 +11,8 @@ from _timing import check_scale, time_ms
 
 def run(scale: str = "quick") -> list[dict]:
     from symviz.data import crystal_graph, descriptors, magnetic
-    from symviz.models import screening
-    from symviz.models.cgcnn import CGCNN
+    from symviz.chapters.ch06_magnetic_screening import screening
+    from symviz.nn.cgcnn import CGCNN
 
     check_scale(scale)
     chapter = "06_magnetic_screening"

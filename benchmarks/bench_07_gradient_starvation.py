@@ -18,7 +18,7 @@ def run(scale: str = "quick") -> list[dict]:
     check_scale(scale)
     from symviz.data.starvation import two_moons_with_margin
     from symviz.losses import spectral_decoupling
-    from symviz.models.starvation import MLP, decision_margin
+    from symviz.chapters.ch07_gradient_starvation.experiments import MLP, decision_margin
 
     torch.manual_seed(0)
     reps = 20 if scale == "quick" else 100

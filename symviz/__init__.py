@@ -13,7 +13,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("groups", "equivariance", "relaxed", "report", "train", "checks", "losses", "data", "models", "viz", "run")
+_SUBMODULES = ("groups", "reps", "equivariance", "report", "train", "checks", "losses", "data", "nn", "viz", "chapters", "run")
 
 __all__ = list(_SUBMODULES) + ["fit", "resolve_device", "__version__"]
 

@@ -1,6 +1,6 @@
 """``python -m symviz run ...`` (same as the ``symviz`` command)."""
 import sys
 
-from .run import main
+from symviz.run import main
 
 sys.exit(main())

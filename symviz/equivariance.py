@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import groups as _g
+from symviz import groups as _g
 
 __all__ = [
     "equivariance_error", "invariance_error", "Transform", "sample_transform", "check_equivariance",

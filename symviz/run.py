@@ -260,7 +260,7 @@ def _resolved_device(device: str) -> str:
     if device != "auto":
         return device
     try:
-        from .train import resolve_device
+        from symviz.train import resolve_device
         return resolve_device("auto").type
     except Exception:  # torch missing: the chapter will say so itself
         return "cpu"
@@ -415,7 +415,7 @@ def _run_child(nb: Path, out: Path, scale: str, device: str, timeout: float | No
 
 def _html(out: Path, results: list[dict]) -> None:
     """Render executed chapters to HTML and write the lecture index page (see :mod:`symviz.site`)."""
-    from .site import build_site
+    from symviz.site import build_site
 
     build_site(out, results)
 

@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from symviz.groups import CyclicGroup, DihedralGroup, SymmetricGroup
-from symviz.models.emlp import (EMLP, CanonicalRelaxed, Canonicalizer, EquivariantLinear, NoiseEMLP, PermutationGroup,
-                                RelaxedEMLP, Representation, SumRep, equivariance_violation, equivariant_basis,
-                                generators, graph_automorphism_group, relaxed_equivariance_violation,
-                                stabilizer_elements)
+from symviz.nn.emlp import (EMLP, CanonicalRelaxed, Canonicalizer, EquivariantLinear, NoiseEMLP, PermutationGroup, RelaxedEMLP, equivariance_violation, relaxed_equivariance_violation, stabilizer_elements)
+from symviz.reps import Representation, SumRep, equivariant_basis, generators, graph_automorphism_group
 from symviz.data import symbreak
 
 F64 = torch.float64
@@ -301,7 +299,7 @@ def test_node_pick_and_decoding_floors():
 # ---------------------------------------------------------------------------------------------- experiment, checks, viz
 
 def test_relaxed_experiment_smoke():
-    from symviz.relaxed import compare, make_model
+    from symviz.chapters.ch01_symmetry_breaking.experiments import compare, make_model
 
     task = symbreak.spin_ring(n=4, n_train=32, n_test=4)
     table, runs = compare(task, seeds=(0,), epochs=2, hidden=2, device="cpu")
@@ -314,7 +312,7 @@ def test_relaxed_experiment_smoke():
 
 
 def test_exercise_checks():
-    from symviz.checks import check_relaxed_violation, check_stabilizer
+    from symviz.chapters.ch01_symmetry_breaking.checks import check_relaxed_violation, check_stabilizer
 
     assert not check_stabilizer(lambda x, rep: [0])
     assert check_stabilizer(lambda x, rep: stabilizer_elements(x, rep))
@@ -327,7 +325,7 @@ def test_viz_static(monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from symviz.viz import symbreak as vz
+    from symviz.chapters.ch01_symmetry_breaking import plots as vz
 
     monkeypatch.setenv("SYMVIZ_STATIC", "1")
     task = symbreak.node_pick(n=6, n_train=8, n_test=4)

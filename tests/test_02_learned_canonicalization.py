@@ -6,18 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from symviz.checks import check_gram_schmidt_frame
+from symviz.chapters.ch02_learned_canonicalization.checks import check_gram_schmidt_frame
 from symviz.data.pointsets import covariance_anisotropy, make_pointsets, make_templates
 from symviz.data.rotated_images import random_rot90, rotated_image_task
 from symviz.groups import random_orthogonal, random_rotation
-from symviz.models.canonical import (C4ImageCanonicalizer, CanonicalizedModel, CnImageCanonicalizer,
+from symviz.nn.canonical import (C4ImageCanonicalizer, CanonicalizedModel, CnImageCanonicalizer,
                                      MomentImageCanonicalizer, PCAFrameCanonicalizer, PointFrameCanonicalizer,
                                      PointNetClassifier, canonical_frame_consistency, gram_schmidt, pose_spread, rotate_images_cn,
                                      rotation_angle, straight_through_onehot)
-from symviz.models.canonical_experiments import (IMAGE_MODELS, POINTSET_MODELS, TensorBatches, accuracy, c4_invariance_error,
+from symviz.chapters.ch02_learned_canonicalization.experiments import (IMAGE_MODELS, POINTSET_MODELS, TensorBatches, accuracy, c4_invariance_error,
                                                  make_image_model, make_pointset_model, se3_invariance_error,
                                                  train_classifier)
-from symviz.models.gcnn import P4CNN, P4GroupConv, P4LiftingConv, SmallCNN
+from symviz.nn.gcnn import P4CNN, P4GroupConv, P4LiftingConv, SmallCNN
 
 GEN = torch.Generator().manual_seed(0)
 

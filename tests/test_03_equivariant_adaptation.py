@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from symviz.checks import check_canonicalization_prior
+from symviz.chapters.ch03_equivariant_adaptation.checks import check_canonicalization_prior
 from symviz.losses import canonicalization_prior
-from symviz.models.adaptation import (AdaptedModel, adapt, element_histogram, evaluate_adapted, evaluate_rotations,
+from symviz.chapters.ch03_equivariant_adaptation.adaptation import (AdaptedModel, adapt, element_histogram, evaluate_adapted, evaluate_rotations,
                                       identity_metric, invariance_error_c4, rotate_test_set, rotation_angles)
-from symviz.models.canonical import C4ImageCanonicalizer
-from symviz.models.pretrained import ResNetBackbone, accuracy, pretrained_backbone
+from symviz.nn.canonical import C4ImageCanonicalizer
+from symviz.chapters.ch03_equivariant_adaptation.pretrained import ResNetBackbone, accuracy, pretrained_backbone
 
 TINY = dict(width=4, blocks=(1,), stem_stride=2, n_train=200, epochs=1, batch_size=50)
 DIGITS = dict(source="digits", device="cpu", **TINY)  # 8x8 digits load in milliseconds: cheap cache tests
@@ -253,7 +253,7 @@ def test_adapt_continuous_prior_pulls_matrix_to_identity():
     """A continuous canonicalizer (element = rotation matrix, scores None) gets the ||R - I||^2 prior."""
     from torch import nn
 
-    from symviz.models.canonical import CanonicalizationResult
+    from symviz.nn.canonical import CanonicalizationResult
 
     class AngleCanonicalizer(nn.Module):
         def __init__(self):

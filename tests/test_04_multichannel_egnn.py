@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from symviz.checks import check_mc_coord_update
+from symviz.chapters.ch04_multichannel_egnn.checks import check_mc_coord_update
 from symviz.data import nbody, qm9, solar
 from symviz.equivariance import check_equivariance
-from symviz.models import egnn
-from symviz.models import egnn_experiments as ex
+from symviz.nn import egnn
+from symviz.chapters.ch04_multichannel_egnn import experiments as ex
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py

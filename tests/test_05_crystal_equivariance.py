@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from symviz.data import crystals as C
-from symviz.models.crystal import (CrystalEquivariantNet, OccupancyMLP, OrbitCGCNN, OrbitLinear, SupercellCGCNN,
-                                   alloy_mae, fit_alloy_model, orbit_basis, symmetry_errors)
+from symviz.nn.crystal import (CrystalEquivariantNet, OccupancyMLP, OrbitCGCNN, OrbitLinear, SupercellCGCNN, orbit_basis, symmetry_errors)
+from symviz.chapters.ch05_crystal_equivariance.experiments import alloy_mae, fit_alloy_model
 from symviz.train import torch_threads
 
 
@@ -316,7 +316,7 @@ def test_equivariant_model_learns_a_pair_interaction(hcp):
 # ---------------------------------------------------------------------------------------------- check & viz
 
 def test_check_pair_orbits():
-    from symviz.checks import check_pair_orbits
+    from symviz.chapters.ch05_crystal_equivariance.checks import check_pair_orbits
 
     assert check_pair_orbits(C.pair_orbits)
     assert not check_pair_orbits(lambda p: np.arange(p.shape[1] ** 2).reshape(p.shape[1], -1))

@@ -15,8 +15,8 @@ from pymatgen.core import Composition, Lattice, Structure  # noqa: E402
 from symviz.data import crystal_graph as CG  # noqa: E402
 from symviz.data import descriptors as D  # noqa: E402
 from symviz.data import magnetic as M  # noqa: E402
-from symviz.models import screening as S  # noqa: E402
-from symviz.models.cgcnn import CGCNN  # noqa: E402
+from symviz.chapters.ch06_magnetic_screening import screening as S  # noqa: E402
+from symviz.nn.cgcnn import CGCNN  # noqa: E402
 
 
 def _heusler():
@@ -323,7 +323,7 @@ def test_viz_screening_static(monkeypatch):
 
     matplotlib.use("Agg")
     monkeypatch.setenv("SYMVIZ_STATIC", "1")
-    from symviz.viz import screening as V
+    from symviz.chapters.ch06_magnetic_screening import plots as V
 
     y = np.array([0.1, 1.0, 2.0, 0.5])
     fig = V.parity_plots(y, {"a": y + 0.1, "b": y[::-1]})

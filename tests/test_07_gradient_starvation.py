@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from symviz.checks import check_spectral_decoupling
+from symviz.chapters.ch07_gradient_starvation.checks import check_spectral_decoupling
 from symviz.data.starvation import (colored_fashion_mnist, colored_images, color_agreement, shape_agreement,
                                     two_feature_task, two_moons_with_margin)
 from symviz.losses import spectral_decoupling, spectral_decoupling_centred, spectral_decoupling_loss
-from symviz.models.starvation import (MLP, BRANCHES, boundary_points, decision_grid, decision_margin, feature_responses,
+from symviz.chapters.ch07_gradient_starvation.experiments import (MLP, BRANCHES, boundary_points, decision_grid, decision_margin, feature_responses,
                                       linear_feature_dynamics, ntk_features, train_colored_branches, train_full_batch)
 
 torch.set_num_threads(1)

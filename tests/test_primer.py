@@ -1,9 +1,9 @@
 """Chapter 00's models keep exactly the symmetries the primer says they have, and its exercise check works."""
 import torch
 
-from symviz.checks import check_permutation_equivariant_layer
+from symviz.chapters.ch00_symmetry_primer.checks import check_permutation_equivariant_layer
 from symviz.equivariance import check_equivariance
-from symviz.models.primer import DeepSets, DeepSetsLayer, E3PointNet, SetMLP
+from symviz.nn.primer import DeepSets, DeepSetsLayer, E3PointNet, SetMLP
 
 
 def test_symmetries_of_the_three_models():

@@ -167,7 +167,7 @@ def structure_descriptors(structures: Sequence[Any], magnetic_elements: Sequence
     import spglib
     from pymatgen.core import Structure
 
-    from .magnetic import MAGNETIC_ELEMENTS, _radius
+    from symviz.data.magnetic import MAGNETIC_ELEMENTS, _radius
 
     mags = set(magnetic_elements or MAGNETIC_ELEMENTS)
     rows = []
@@ -217,7 +217,7 @@ def element_fractions(compositions: Sequence[Any], elements: Sequence[str] | Non
     """
     import pandas as pd
 
-    from .magnetic import MAGNETIC_ELEMENTS
+    from symviz.data.magnetic import MAGNETIC_ELEMENTS
 
     F, symbols = _fractions(compositions, "element_fractions")
     col = {s: k for k, s in enumerate(symbols)}

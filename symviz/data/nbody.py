@@ -265,7 +265,7 @@ def charged_splits(n_train: int = 3000, n_val: int = 2000, n_test: int = 2000, s
     for name, n in sizes.items():
         split_seed = int(seed) + _SPLIT_SEED_OFFSET[name]
         if cache:
-            from ..train import cache_dir
+            from symviz.train import cache_dir
             key = "_".join(f"{k}={kwargs[k]}" for k in sorted(kwargs))
             paths[name] = path = cache_dir() / "nbody" / f"charged_{name}_{n}_{split_seed}_{key}.pt"
             if path.exists():

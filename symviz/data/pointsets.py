@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..groups import random_rotation
+from symviz.groups import random_rotation
 
 __all__ = ["PointSets", "make_templates", "make_pointsets", "covariance_anisotropy"]
 

@@ -76,7 +76,7 @@ def load_qm9(n: int | None = 3000, targets=("gap",), seed: int = 0, parts=(1, 2,
     files = qm9_files(parts)
     path = None
     if cache:
-        from ..train import cache_dir
+        from symviz.train import cache_dir
         path = cache_dir() / "qm9" / f"qm9_{n}_{'-'.join(targets)}_{seed}_{'-'.join(map(str, parts))}_H{int(hydrogens)}.pt"
         if path.exists():
             try:

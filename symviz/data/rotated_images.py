@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 from torch.nn import functional as F
 
-from .images import load_images, subsample
+from symviz.data.images import load_images, subsample
 
 __all__ = ["RotatedImageTask", "rotated_image_task", "random_rot90"]
 

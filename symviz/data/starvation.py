@@ -75,7 +75,7 @@ def two_feature_task(n: int = 100, strengths: tuple[float, float] = (1.0, 1.0),
     A fraction ``only[0]`` of the examples carries only feature 1, ``only[1]`` only feature 2, the
     rest both; feature ``j`` has the value ``y_pm * strengths[j]`` where present and 0 elsewhere, so
     both features predict the label perfectly and feature 1 is "easier" when it is stronger. The
-    first output is ``yphi = y_pm[:, None] * phi`` (what :func:`symviz.models.starvation.linear_feature_dynamics`
+    first output is ``yphi = y_pm[:, None] * phi`` (what :func:`symviz.chapters.ch07_gradient_starvation.experiments.linear_feature_dynamics`
     takes); the second the labels ``y`` in {0, 1} (alternating).
 
         >>> yphi, y = two_feature_task(10, (2.0, 1.0), (0.3, 0.1))

@@ -38,9 +38,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..groups import DihedralGroup, FiniteGroup
-from ..models.emlp import (Representation, SumRep, graph_automorphism_group,
-                           stabilizer_elements)
+from symviz.groups import DihedralGroup, FiniteGroup
+from symviz.reps import Representation, SumRep, graph_automorphism_group
+from symviz.nn.emlp import stabilizer_elements
 
 __all__ = ["SymBreakTask", "spin_ring", "node_pick", "max_cut", "decoding", "make_task", "TASKS",
            "ising_energy", "ground_states", "cut_value", "arrow_shape", "orbit_min"]

@@ -7,8 +7,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .scenes import cell_edges
-from .widgets import show
+from symviz.viz.scenes import cell_edges
+from symviz.viz.widgets import show
 
 __all__ = ["orbit_colors", "site_figure", "draw_sites", "symmetry_operation_widget", "learning_curve_figure"]
 

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .scenes import cell_edges
-from .widgets import show
+from symviz.viz.scenes import cell_edges
+from symviz.viz.widgets import show
 
 __all__ = ["view_atoms", "view_structure", "static_atoms_figure", "to_atoms"]
 

@@ -208,12 +208,12 @@ def _loader(graphs, batch_size, shuffle, seed):
 def train_cgcnn(train_graphs, val_graphs, *, epochs: int = 60, lr: float = 3e-3, batch_size: int = 32,
                 hidden: int = 64, n_conv: int = 3, cutoff: float = 5.0, seed: int = 0, device: str = "auto",
                 patience: int | None = 20, weight_decay: float = 0.0, progress: bool = False):
-    """Train a :class:`~symviz.models.cgcnn.CGCNN` to predict ``graph.y`` with an L1 loss (MAE).
+    """Train a :class:`~symviz.nn.cgcnn.CGCNN` to predict ``graph.y`` with an L1 loss (MAE).
 
     The targets are standardised inside the model wrapper (the returned model predicts in the original
     units). Returns ``(model, FitResult)``.
     """
-    from symviz.models.cgcnn import CGCNN
+    from symviz.nn.cgcnn import CGCNN
     from symviz.train import fit, seed_everything
 
     if not train_graphs or not val_graphs:

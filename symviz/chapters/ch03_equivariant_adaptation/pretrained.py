@@ -13,7 +13,7 @@ used).
 Using other local weights
 -------------------------
 Any ``torch.nn.Module`` that maps images ``(B, 1, H, W)`` (or ``(B, H, W)``) to class logits
-``(B, classes)`` can be adapted by :mod:`symviz.models.adaptation`; the backbone need not come from
+``(B, classes)`` can be adapted by :mod:`symviz.chapters.ch03_equivariant_adaptation.adaptation`; the backbone need not come from
 here. To load your own weights into this architecture, pass ``weights="path/to/file.pt"`` (a
 ``state_dict``, or a dict holding one under ``"state_dict"``, saved with ``torch.save``); nothing is
 trained then. The file must match the architecture given by ``width``/``blocks``.

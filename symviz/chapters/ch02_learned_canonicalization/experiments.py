@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.rotated_images import random_rot90
-from ..train import TensorBatches, fit
-from .canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCanonicalizer, PCAFrameCanonicalizer,
+from symviz.data.rotated_images import random_rot90
+from symviz.train import TensorBatches, fit
+from symviz.nn.canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCanonicalizer, PCAFrameCanonicalizer,
                         PointFrameCanonicalizer, PointNetClassifier)
-from .gcnn import P4CNN, SmallCNN
+from symviz.nn.gcnn import P4CNN, SmallCNN
 
 __all__ = ["IMAGE_MODELS", "POINTSET_MODELS", "make_image_model", "make_pointset_model", "train_classifier", "TensorBatches",
            "accuracy", "rot90_augment", "c4_invariance_error", "se3_invariance_error"]
@@ -109,7 +109,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def c4_invariance_error(model: nn.Module, x: torch.Tensor) -> float:
     """Worst relative change of ``model``'s outputs when the images ``x: (B, C, H, W)`` are rotated by
     90°, 180° or 270° (``rot90``, exact): ``max_k ‖f(r^k·x) − f(x)‖ / ‖f(x)‖``."""
-    from ..equivariance import invariance_error
+    from symviz.equivariance import invariance_error
 
     if not torch.is_tensor(x) or x.ndim != 4:
         raise ValueError(f"x must be images (B, C, H, W), got {getattr(x, 'shape', type(x))}")
@@ -125,7 +125,7 @@ def se3_invariance_error(model: nn.Module, x: torch.Tensor, trials: int = 5, see
     translations and point permutations, computed in float64 on a copy of the model."""
     import copy
 
-    from ..equivariance import check_equivariance
+    from symviz.equivariance import check_equivariance
 
     if not torch.is_tensor(x) or x.ndim != 3 or x.shape[-1] != 3:
         raise ValueError(f"x must be point sets (B, N, 3), got {getattr(x, 'shape', type(x))}")

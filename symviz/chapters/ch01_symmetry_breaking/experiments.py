@@ -2,7 +2,7 @@
 symmetry-breaking tasks (Kaba & Ravanbakhsh, "Symmetry Breaking and Equivariant Neural Networks",
 arXiv:2312.09016).
 
-Three models with the same E-MLP body (:mod:`symviz.models.emlp`):
+Three models with the same E-MLP body (:mod:`symviz.nn.emlp`):
 
 * ``"equivariant"``: ``F(x)``, an E-MLP on the input representation;
 * ``"relaxed"``: ``F(x, e_{k(x)})``, the E-MLP also reads the one-hot of a canonicalizing element;
@@ -27,8 +27,8 @@ from typing import Sequence
 
 import torch
 
-from .models.emlp import (EMLP, NoiseEMLP, RelaxedEMLP, as_sumrep, equivariance_violation,
-                          relaxed_equivariance_violation, stabilizer_elements)
+from symviz.nn.emlp import (EMLP, NoiseEMLP, RelaxedEMLP, equivariance_violation, relaxed_equivariance_violation, stabilizer_elements)
+from symviz.reps import as_sumrep
 
 __all__ = ["MODEL_KINDS", "make_model", "TrainedModel", "train_model", "measure", "compare",
            "output_symmetry_error", "frozen"]
@@ -71,7 +71,7 @@ def train_model(task, kind: str, seed: int = 0, epochs: int = 40, hidden: int = 
     """Train a ``kind`` model on ``task.x_train`` by minimising ``task.loss`` with Adam (via ``fit``)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .train import fit, seed_everything
+    from symviz.train import fit, seed_everything
 
     if kind not in MODEL_KINDS:
         raise ValueError(f"kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")

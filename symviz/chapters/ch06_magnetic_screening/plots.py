@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .widgets import show
+from symviz.viz.widgets import show
 
 __all__ = ["parity_plots", "importance_chart", "candidates_scatter", "moment_colors", "candidate_explorer"]
 
@@ -62,7 +62,7 @@ def candidates_scatter(table, x: str = "random forest", y: str = "CGCNN", color:
                        hover: Sequence[str] = ("id", "formula", "truth"), top: int | None = None):
     """A plotly scatter of the screened pool: two models' predictions, coloured by their disagreement.
 
-    ``table`` is a DataFrame (e.g. from :func:`symviz.models.screening.rank_candidates` with a
+    ``table`` is a DataFrame (e.g. from :func:`symviz.chapters.ch06_magnetic_screening.screening.rank_candidates` with a
     ``formula`` column added); the ``top`` rows (ranked) are drawn as stars.
     """
     import plotly.graph_objects as go
@@ -107,7 +107,7 @@ def candidate_explorer(table, structures: dict, site_moments: dict, vmax: float 
     ``structures`` and ``site_moments`` map id -> pymatgen Structure / per-site moments (μB).
     Without a widget frontend: a static picture of the top candidate.
     """
-    from .molecules import static_atoms_figure, to_atoms
+    from symviz.viz.molecules import static_atoms_figure, to_atoms
 
     ids = list(table["id"])
     if not ids:
@@ -129,7 +129,7 @@ def candidate_explorer(table, structures: dict, site_moments: dict, vmax: float 
     def widget():
         import ipywidgets as W
 
-        from .molecules import view_structure
+        from symviz.viz.molecules import view_structure
 
         out = W.Output()
         pick = W.Dropdown(options=[(label(i), i) for i in ids], description="candidate",

@@ -46,7 +46,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..groups import rot90_image, rotate_image
+from symviz.groups import rot90_image, rotate_image
 
 __all__ = [
     "CanonicalizationResult", "straight_through_onehot", "rotate_images_cn", "CnImageCanonicalizer",
@@ -458,7 +458,7 @@ def canonical_frame_consistency(canonicalizer: nn.Module, x: torch.Tensor, trial
     Returns ``(B,)``: the mean over ``trials`` random rotations ``Q`` of ``‖c(x Qᵀ) − c(x)‖ / ‖c(x)‖``
     where ``c`` is the canonical input. Large for PCA on near-isotropic shapes.
     """
-    from ..groups import random_rotation
+    from symviz.groups import random_rotation
 
     _check_points(x, "canonical_frame_consistency")
     gen = torch.Generator().manual_seed(seed)

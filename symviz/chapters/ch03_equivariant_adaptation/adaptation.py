@@ -14,13 +14,13 @@ where the canonicalization prior :func:`symviz.losses.canonicalization_prior` pu
 identity on the (upright) training images, so that the canonical orientation is the one the backbone
 was pretrained on. :func:`identity_metric` measures how often that happens.
 
-The canonicalizers and :class:`~symviz.models.canonical.CanonicalizedModel` come from
-:mod:`symviz.models.canonical` (chapter 02); this module adds the fine-tuning recipe and the
+The canonicalizers and :class:`~symviz.nn.canonical.CanonicalizedModel` come from
+:mod:`symviz.nn.canonical` (chapter 02); this module adds the fine-tuning recipe and the
 evaluation on rotated test sets.
 
     >>> import torch
-    >>> from symviz.models.canonical import C4ImageCanonicalizer
-    >>> from symviz.models.pretrained import ResNetBackbone
+    >>> from symviz.nn.canonical import C4ImageCanonicalizer
+    >>> from symviz.chapters.ch03_equivariant_adaptation.pretrained import ResNetBackbone
     >>> model = AdaptedModel(C4ImageCanonicalizer(hidden=4, pool=2), ResNetBackbone(width=4, blocks=(1,)))
     >>> x = torch.rand(3, 28, 28)
     >>> bool(torch.allclose(model(x), model(torch.rot90(x, 1, dims=(-2, -1)))))
@@ -36,8 +36,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..losses import canonicalization_prior
-from .canonical import C4ImageCanonicalizer, CanonicalizationResult, CanonicalizedModel
+from symviz.losses import canonicalization_prior
+from symviz.nn.canonical import C4ImageCanonicalizer, CanonicalizationResult, CanonicalizedModel
 
 __all__ = ["AdaptedModel", "AdaptationResult", "adapt", "identity_metric", "element_histogram", "evaluate_adapted",
            "rotate_test_set", "evaluate_rotations", "rotation_angles", "invariance_error_c4",
@@ -162,7 +162,7 @@ def rotate_test_set(x: torch.Tensor, angle_deg: float) -> torch.Tensor:
 
     Multiples of 90° are exact (``rot90``); other angles interpolate bilinearly (zeros outside).
     """
-    from ..groups import rot90_image, rotate_image
+    from symviz.groups import rot90_image, rotate_image
 
     if not torch.is_tensor(x) or x.ndim < 3:
         raise ValueError(f"rotate_test_set: x must be images (N, H, W) or (N, C, H, W), got {getattr(x, 'shape', type(x))}")
@@ -184,7 +184,7 @@ def evaluate_rotations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, angle
         ``{"upright": acc at 0° (computed even if 0 is not listed), "per_angle": {angle: acc},
         "rotated": mean accuracy over the listed angles}``.
     """
-    from .pretrained import accuracy
+    from symviz.chapters.ch03_equivariant_adaptation.pretrained import accuracy
 
     if isinstance(angles, str):
         angles = rotation_angles(angles)
@@ -215,14 +215,14 @@ def evaluate_adapted(model: AdaptedModel, x: torch.Tensor, y: torch.Tensor, seed
         ``{"upright", "rotated": accuracies, "identity": share of h(x) = 0 on upright images,
         "histogram": counts (n,) of h(x) on upright images}``.
     """
-    from ..data.rotated_images import random_rot90
+    from symviz.data.rotated_images import random_rot90
 
     x = _as_images(x, "evaluate_adapted")
     if not torch.is_tensor(y) or y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"evaluate_adapted: y must be labels (N,) with N = len(x) = {len(x)}")
     if not isinstance(model, CanonicalizedModel) or getattr(model.canonicalizer, "n", None) is None:
         raise ValueError("evaluate_adapted needs a canonicalized model with a discrete canonicalizer (attribute n)")
-    from ..train import resolve_device
+    from symviz.train import resolve_device
 
     dev = resolve_device(device)
     home = next(model.parameters()).device
@@ -293,8 +293,8 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
 
     import torch.nn.functional as F
 
-    from ..train import fit, resolve_device
-    from ..train import TensorBatches
+    from symviz.train import fit, resolve_device
+    from symviz.train import TensorBatches
 
     if scale not in ADAPTATION_RECIPES:
         raise ValueError(f"adapt: scale must be one of {sorted(ADAPTATION_RECIPES)}, got {scale!r}")

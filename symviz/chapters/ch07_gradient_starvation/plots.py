@@ -23,7 +23,7 @@ def plot_boundary(ax, xx, yy, z, x, y, title: str = "", margin: float | None = N
     """Draw ``tanh(logits)`` on the grid, the decision boundary ``f = 0`` and the data on ``ax``.
 
     Args:
-        xx, yy, z: ``(n, n)`` grids from :func:`symviz.models.starvation.decision_grid`.
+        xx, yy, z: ``(n, n)`` grids from :func:`symviz.chapters.ch07_gradient_starvation.experiments.decision_grid`.
         x: ``(N, 2)``; y: ``(N,)`` in {0, 1}.
     """
     xx, yy, z, x, y = map(_np, (xx, yy, z, x, y))

@@ -3,7 +3,7 @@
 Training runs in float32 without bf16 autocast (``amp=False``): positions are regressed to ~1e-3 and
 the coordinate updates are products of differences, which bf16's 8-bit mantissa would blur.
 
-Each ``train_*`` function builds a model with :mod:`symviz.models.egnn`, trains it with
+Each ``train_*`` function builds a model with :mod:`symviz.nn.egnn`, trains it with
 :func:`symviz.train.fit` and returns a :class:`RunResult` with the test error measured on held-out
 data. The notebook calls them once per (channels, seed); tests call them on tiny sizes.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..train import TensorBatches, evaluate, fit, resolve_device
-from .egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse
+from symviz.train import TensorBatches, evaluate, fit, resolve_device
+from symviz.nn.egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse
 
 __all__ = ["RunResult", "TensorBatches", "training_spikes", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
            "step_time_ms", "step_times_ms", "make_train_step", "sliding_predictions"]

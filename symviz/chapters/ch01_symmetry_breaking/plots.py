@@ -159,7 +159,7 @@ def symmetry_breaking_widget(cases: Mapping[str, tuple], static_elements=(0, 1))
     """
     import matplotlib.pyplot as plt
 
-    from .widgets import show
+    from symviz.viz.widgets import show
 
     names = list(cases)
     if not names:

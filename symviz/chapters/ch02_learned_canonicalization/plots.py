@@ -59,8 +59,8 @@ def image_rotation_widget(x: torch.Tensor, canonicalizer: torch.nn.Module, name:
     Angles that are multiples of 90° use ``rot90`` (exact); other angles interpolate (C4 says nothing
     about them, and the canonical image may jump there). Static fallback: 0, 90, 180, 270°.
     """
-    from ..groups import rotate_image
-    from .widgets import rotate_input_widget
+    from symviz.groups import rotate_image
+    from symviz.viz.widgets import rotate_input_widget
 
     x = torch.as_tensor(x).reshape(1, 1, x.shape[-2], x.shape[-1]).float()
 
@@ -92,7 +92,7 @@ def pose_overlay_figure(canonical: Mapping[str, torch.Tensor], max_sets: int = 1
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from .scenes import PALETTE
+    from symviz.viz.scenes import PALETTE
 
     names = list(canonical)
     fig = make_subplots(rows=1, cols=len(names), specs=[[{"type": "scene"}] * len(names)], subplot_titles=names)
@@ -112,7 +112,7 @@ def pointset_rotation_widget(x: torch.Tensor, canonicalizers: Mapping[str, torch
                              axis: tuple[float, float, float] = (0.3, 1.0, 0.2), step: float = 15.0):
     """Slider: rotate the point set ``x: (N, 3)`` about ``axis``; draw it with each predicted frame
     (arrows e1, e2, e3) and each canonical point set (which stays put for an equivariant frame)."""
-    from .widgets import rotate_input_widget
+    from symviz.viz.widgets import rotate_input_widget
 
     x = torch.as_tensor(x).reshape(-1, 3).float()
     n = torch.tensor(axis, dtype=torch.float64)

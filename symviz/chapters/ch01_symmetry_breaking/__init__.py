@@ -1,0 +1,1 @@
+"""Chapter 01: symmetry breaking and relaxed equivariance (notebooks/01_symmetry_breaking.ipynb)."""

@@ -1,0 +1,1 @@
+"""Chapter 02: learned canonicalization (notebooks/02_learned_canonicalization.ipynb)."""

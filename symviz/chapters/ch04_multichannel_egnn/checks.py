@@ -1,0 +1,51 @@
+"""The exercise checks of chapter 04 (the multichannel EGNN): each takes the learner's implementation,
+compares it with the tested reference on random inputs, prints a verdict and returns a
+:class:`symviz.checks.CheckResult` (truthy when correct). A wrong answer never raises."""
+from __future__ import annotations
+
+from symviz.checks import CheckResult, verdict
+
+__all__ = ['check_mc_coord_update']
+
+
+def check_mc_coord_update(coord_update_fn) -> CheckResult:
+    """Check a learner's multichannel coordinate update ``coord_update_fn(x, w) -> x'`` (chapter 04).
+
+    ``x: (B, n, 3, C)`` position channels (points are row vectors; a rotation acts as ``R @ x_i``
+    on each ``3 x C`` block), ``w: (B, n, n, C, C)`` invariant mixing matrices. It must equal
+    ``x_i + 1/(n-1) sum_{j != i} (x_i - x_j) w_ij`` (:func:`symviz.nn.egnn.multichannel_coord_update`)
+    and be E(3)-equivariant: rotating/reflecting and translating ``x`` moves the output the same way.
+    """
+    import torch
+
+    from symviz.groups import random_orthogonal
+    from symviz.nn.egnn import multichannel_coord_update
+
+    gen = torch.Generator().manual_seed(4)
+    for B, n, C in ((2, 5, 1), (3, 4, 3)):
+        x = torch.randn(B, n, 3, C, dtype=torch.float64, generator=gen)
+        w = torch.randn(B, n, n, C, C, dtype=torch.float64, generator=gen)
+        want = multichannel_coord_update(x, w)
+        try:
+            got = coord_update_fn(x.clone(), w.clone())
+        except Exception as exc:  # the learner's code may fail in any way: report it, never raise
+            return verdict(False, "", f"with C={C} channels your function raised {type(exc).__name__}: {exc}")
+        if not torch.is_tensor(got) or got.shape != want.shape:
+            return verdict(False, "", f"with C={C}: expected a tensor of shape {tuple(want.shape)} (B, n, 3, C), "
+                                      f"got {getattr(got, 'shape', type(got).__name__)}")
+        got = got.to(torch.float64)
+        if torch.allclose(got, x):
+            return verdict(False, "", "your function returns x unchanged: add the sum over neighbours j of (x_i - x_j) @ w_ij.")
+        R = random_orthogonal(dtype=torch.float64, generator=gen)
+        t = torch.randn(3, 1, dtype=torch.float64, generator=gen)
+        moved = coord_update_fn(torch.einsum("de,bnec->bndc", R, x) + t, w.clone()).to(torch.float64)
+        eq_err = float((moved - (torch.einsum("de,bnec->bndc", R, got) + t)).norm() / got.norm())
+        if eq_err > 1e-8:
+            return verdict(False, "", f"with C={C} the update is not E(3)-equivariant (relative error {eq_err:.2g}): "
+                                      "use only differences x_i - x_j, never x_j alone, and keep the residual x_i + ...")
+        err = float((got - want).norm() / want.norm())
+        if err > 1e-8:
+            mean_hint = " (did you divide by n - 1, the number of neighbours?)" if C == 1 else \
+                " (mix channels as (x_i - x_j) @ w_ij: a (3, C) by (C, C) product, summed over j != i, divided by n - 1)"
+            return verdict(False, "", f"equivariant, but with C={C} it differs from the reference by {err:.2g} (relative){mean_hint}.")
+    return verdict(True, "your multichannel update matches the reference and is E(3)-equivariant for C = 1 and C = 3.", "")

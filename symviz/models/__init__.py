@@ -1,1 +1,0 @@
-"""Model families, one module each (emlp, canonical, egnn, crystal, ...). Import the module you need."""

@@ -1,0 +1,1 @@
+"""Architectures, one family per module: emlp, egnn, canonical, gcnn, cgcnn, crystal, primer."""
