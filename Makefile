@@ -39,6 +39,7 @@ run: setup
 	$(VPY) -m symviz run --scale $(SCALE) --device $(DEVICE) --seed $(SEED) $(if $(THREADS),--threads $(THREADS)) --out $(OUT) --jobs $(JOBS)
 
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(VPY) -m pytest -q -ra
 
 lab: setup

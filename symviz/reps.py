@@ -20,7 +20,7 @@ import torch
 from symviz.groups import FiniteGroup, PermutationGroup
 
 __all__ = ["PermutationGroup", "graph_automorphism_group", "generators", "Representation", "SumRep", "as_sumrep",
-           "equivariant_basis", "fixed_basis"]
+           "equivariant_basis", "fixed_basis", "stabilizer_elements"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,3 +396,22 @@ def equivariant_basis(rep_in: Representation, rep_out: Representation, method: s
 def fixed_basis(rep: Representation) -> torch.Tensor:
     """A basis ``(K, d)`` of the vectors fixed by every ``ρ(g)`` (equivariant biases)."""
     return equivariant_basis(Representation.trivial(rep.group), rep)[..., 0]
+
+
+def stabilizer_elements(x: torch.Tensor, rep, tol: float = 1e-6) -> list[int]:
+    """``G_x = {g : ρ(g) x = x}`` for one input ``x: (d,)`` (relative tolerance ``tol``).
+
+    Uses :func:`symviz.equivariance.stabilizer` with the representation's action.
+
+    >>> from symviz.groups import DihedralGroup
+    >>> D4 = DihedralGroup(4)
+    >>> stabilizer_elements(torch.tensor([1., 0., 1., 0.]), Representation.from_group_vertices(D4))
+    [0, 2, 4, 6]
+    """
+    from symviz.equivariance import stabilizer
+
+    rep = as_sumrep(rep)
+    x = torch.as_tensor(x)
+    if x.ndim != 1 or x.shape[0] != rep.dim:
+        raise ValueError(f"x must be one input of shape ({rep.dim},), got {tuple(x.shape)}")
+    return stabilizer(x, rep.group, rep.act, tol=tol)

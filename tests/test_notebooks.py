@@ -80,6 +80,6 @@ def test_chapter_00_runs_with_the_network_off(tmp_path):
 
 
 def test_chapters_carry_slide_metadata_for_lecture_mode():
-        from symviz import slides
+    from symviz import slides
 
     assert slides.main(["--check", *map(str, NOTEBOOKS)]) == 0, "run `python -m symviz.slides notebooks/*.ipynb`"

@@ -39,8 +39,7 @@ import numpy as np
 import torch
 
 from symviz.groups import DihedralGroup, FiniteGroup
-from symviz.reps import Representation, SumRep, graph_automorphism_group
-from symviz.nn.emlp import stabilizer_elements
+from symviz.reps import Representation, SumRep, graph_automorphism_group, stabilizer_elements
 
 __all__ = ["SymBreakTask", "spin_ring", "node_pick", "max_cut", "decoding", "make_task", "TASKS",
            "ising_energy", "ground_states", "cut_value", "arrow_shape", "orbit_min"]

@@ -43,7 +43,7 @@ from torch import nn
 
 from symviz.groups import FiniteGroup, PermutationGroup  # PermutationGroup re-exported for emlp users
 from symviz.reps import (Representation, SumRep, as_sumrep, equivariant_basis, fixed_basis, generators,
-                         graph_automorphism_group)
+                         graph_automorphism_group, stabilizer_elements)
 
 __all__ = [
     "PermutationGroup", "graph_automorphism_group", "Representation", "SumRep", "as_sumrep",
@@ -324,25 +324,6 @@ class CanonicalRelaxed(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Measuring (relaxed) equivariance
 # ----------------------------------------------------------------------------------------------
-
-def stabilizer_elements(x: torch.Tensor, rep, tol: float = 1e-6) -> list[int]:
-    """``G_x = {g : ρ(g) x = x}`` for one input ``x: (d,)`` (relative tolerance ``tol``).
-
-    Uses :func:`symviz.equivariance.stabilizer` with the representation's action.
-
-    >>> from symviz.groups import DihedralGroup
-    >>> D4 = DihedralGroup(4)
-    >>> stabilizer_elements(torch.tensor([1., 0., 1., 0.]), Representation.from_group_vertices(D4))
-    [0, 2, 4, 6]
-    """
-    from symviz.equivariance import stabilizer
-
-    rep = as_sumrep(rep)
-    x = torch.as_tensor(x)
-    if x.ndim != 1 or x.shape[0] != rep.dim:
-        raise ValueError(f"x must be one input of shape ({rep.dim},), got {tuple(x.shape)}")
-    return stabilizer(x, rep.group, rep.act, tol=tol)
-
 
 def _violations(f: Callable, x: torch.Tensor, rep_in, rep_out, relaxed: bool, elements, tol) -> torch.Tensor:
     rep_in, rep_out = as_sumrep(rep_in), as_sumrep(rep_out)

@@ -2,6 +2,8 @@
 per-site energy, best-validation restore) and :func:`alloy_mae`."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 

@@ -3,7 +3,7 @@ implementation, compares it with the tested reference, prints a verdict and retu
 :class:`symviz.checks.CheckResult` (truthy when correct). A wrong answer never raises."""
 from __future__ import annotations
 
-from symviz.checks import CheckResult, verdict
+from symviz.checks import verdict
 
 __all__ = ['check_composition_featurizer']
 
