@@ -4,17 +4,27 @@ A chapter's Result cell calls::
 
     report.start("04_multichannel_egnn", REPORT_PATH)     # REPORT_PATH is a papermill parameter
     report.metric("mse_egnn", 0.0123)
-    report.claim("MC-EGNN test MSE below EGNN", mc < single, value={"mc": mc, "egnn": single})
-    report.check()                                         # raises if any claim does not hold
+    report.claim("MC-EGNN test MSE below EGNN", mc < single, value={"mc": mc, "egnn": single}, kind="paper")
+    report.claim("both models E(3)-equivariant to 1e-5", err < 1e-5, value=err, kind="sanity")
+    report.check()            # under `symviz run`: raises if a claim fails; by hand: a visible warning
+
+Claims have a **kind**: ``"paper"`` is the paper's empirical claim, measured against a baseline trained in the
+same run; ``"sanity"`` holds by construction (exact invariance, a parameter count) and guards the code.
 
 When ``symviz run`` executes a chapter it passes ``REPORT_PATH`` (a JSON file); the file is rewritten
-after every call, so a chapter that fails half way still leaves what it measured. Run by hand
-(``REPORT_PATH = None``) the calls only print.
+after every call, so a chapter that fails half way still leaves what it measured, and :func:`check` is
+strict (a failing claim raises :class:`ClaimFailed`, which fails the chapter). Run by hand
+(``REPORT_PATH = None``) the calls only print, and a failing claim shows a warning and lets Run All go on
+(``SYMVIZ_STRICT=1`` makes it strict there too).
+
+Exercises: :func:`accept` runs a chapter's check on the learner's implementation and returns it when it
+passes, otherwise the tested reference (the learner's code is never overwritten); the returned callable
+records whether the rest of the chapter used it (``"exercises"`` in the report).
 
     >>> r = Report("demo")
     >>> r.metric("accuracy", 0.91)
     >>> r.claim("accuracy above chance", 0.91 > 0.1, value=0.91)
-    [holds] accuracy above chance  (0.91)
+    [holds] (paper) accuracy above chance  (0.91)
     True
     >>> r.holds
     True
@@ -27,11 +37,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Report", "start", "metric", "claim", "check", "current", "ClaimFailed"]
+__all__ = ["Report", "start", "metric", "claim", "check", "current", "ClaimFailed", "ClaimWarning", "accept",
+           "Accepted", "CLAIM_KINDS", "exercises"]
+
+CLAIM_KINDS = ("paper", "sanity")
+_STRICT_ENV = "SYMVIZ_STRICT"          # "1": check() raises even without a REPORT_PATH
+_SOLUTIONS_ENV = "SYMVIZ_SOLUTIONS"    # "1" (set by `symviz run`): accept() takes the notebook's solution
 
 
 class ClaimFailed(AssertionError):
     """Raised by :func:`check` when a chapter's claim does not hold on the numbers it computed."""
+
+
+class ClaimWarning(UserWarning):
+    """Warned by :func:`check` in an interactive session when a claim does not hold (execution goes on)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -64,6 +83,7 @@ class Report:
         self.verbose = verbose
         self.metrics: dict[str, Any] = {}
         self.claims: list[dict[str, Any]] = []
+        self.exercises: list[dict[str, Any]] = _exercises  # shared with accept(): exercises come before the Result cell
         try:  # the threads a claim was measured with are part of its setting (`make robustness` varies them)
             import torch
             self.metrics["torch_threads"] = torch.get_num_threads()
@@ -78,31 +98,48 @@ class Report:
         self.metrics[name] = _jsonable(value)
         self._write()
 
-    def claim(self, text: str, holds: Any, value: Any = None) -> bool:
-        """Record whether the chapter's claim ``text`` holds on this run's numbers; returns it."""
+    def claim(self, text: str, holds: Any, value: Any = None, kind: str = "paper") -> bool:
+        """Record whether the chapter's claim ``text`` holds on this run's numbers; returns it.
+
+        ``kind``: ``"paper"`` (the paper's empirical claim, against a baseline of the same run) or ``"sanity"``
+        (holds by construction)."""
         if not isinstance(text, str) or not text:
             raise ValueError(f"claim text must be a non-empty string, got {text!r}")
+        if kind not in CLAIM_KINDS:
+            raise ValueError(f"claim kind must be one of {', '.join(CLAIM_KINDS)}, got {kind!r}")
         ok = bool(holds)
-        self.claims.append({"text": text, "value": _jsonable(value), "holds": ok})
+        self.claims.append({"text": text, "value": _jsonable(value), "holds": ok, "kind": kind})
         if self.verbose:
-            print(f"[{'holds' if ok else 'FAILS'}] {text}" + ("" if value is None else f"  ({_short(value)})"))
+            print(f"[{'holds' if ok else 'FAILS'}] ({kind}) {text}" + ("" if value is None else f"  ({_short(value)})"))
         self._write()
         return ok
+
+    @property
+    def strict(self) -> bool:
+        """True under ``symviz run`` (a report file) or with ``SYMVIZ_STRICT=1``: :meth:`check` raises."""
+        return self.path is not None or os.environ.get(_STRICT_ENV, "") == "1"
 
     @property
     def holds(self) -> bool:
         return all(c["holds"] for c in self.claims)
 
-    def check(self) -> None:
-        """Raise :class:`ClaimFailed` naming every claim that does not hold."""
-        if not self.claims:
+    def check(self) -> list[str]:
+        """The claims that do not hold. Strict (:attr:`strict`): raise :class:`ClaimFailed` naming them.
+        Interactive: show a visible warning naming them and return them, so Run All goes on. A report without
+        any claim raises in both modes (the chapter is broken, not the run)."""
+        if not self.claims:  # a chapter's own defect, not something a learner caused: always an error
             raise ClaimFailed(f"{self.chapter}: no claims were recorded; a Result cell must state its claims")
         failed = [c["text"] for c in self.claims if not c["holds"]]
-        if failed:
+        if failed and self.strict:
             raise ClaimFailed(f"{self.chapter}: claims that do not hold: " + "; ".join(failed))
+        if failed:
+            _warn(f"{self.chapter}: {len(failed)} of {len(self.claims)} claims do not hold on this run: "
+                  + "; ".join(failed) + ". If you changed a parameter or an exercise, that may be why; "
+                  "under `symviz run` this fails the chapter.")
+        return failed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chapter": self.chapter, "metrics": self.metrics, "claims": self.claims}
+        return {"chapter": self.chapter, "metrics": self.metrics, "claims": self.claims, "exercises": self.exercises}
 
     def _write(self) -> None:
         if self.path is None:
@@ -113,12 +150,30 @@ class Report:
         tmp.replace(self.path)
 
 
+def _warn(message: str) -> None:
+    """A warning a learner sees: a yellow box in a notebook front end, and a :class:`ClaimWarning`."""
+    import warnings
+
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+
+        if get_ipython() is not None:
+            import html as _html
+            display(HTML('<div style="border-left:4px solid #d9a400;background:#fff8e1;padding:6px 10px">'
+                         f"<b>⚠ claim check</b>: {_html.escape(message)}</div>"))
+    except ImportError:  # pragma: no cover - IPython comes with jupyter
+        pass
+    warnings.warn(message, ClaimWarning, stacklevel=3)
+
+
 def _short(value: Any) -> str:
     text = json.dumps(_jsonable(value))
     return text if len(text) < 120 else text[:117] + "..."
 
 
 _current: Report | None = None
+_exercises: list[dict[str, Any]] = []
 
 
 def start(chapter: str, path: str | os.PathLike | None = None, verbose: bool = True) -> Report:
@@ -138,9 +193,93 @@ def metric(name: str, value: Any) -> None:
     current().metric(name, value)
 
 
-def claim(text: str, holds: Any, value: Any = None) -> bool:
-    return current().claim(text, holds, value)
+def claim(text: str, holds: Any, value: Any = None, kind: str = "paper") -> bool:
+    return current().claim(text, holds, value, kind=kind)
 
 
-def check() -> None:
-    current().check()
+def check() -> list[str]:
+    return current().check()
+
+
+def exercises() -> list[dict[str, Any]]:
+    """The exercises :func:`accept` has recorded in this session (a copy)."""
+    return [dict(e) for e in _exercises]
+
+
+class Accepted:
+    """What :func:`accept` returns: calls (and attribute access) go to the implementation in use, and the first
+    call marks the exercise ``used_downstream``.
+
+    ``source`` is ``"learner"``, ``"solution"`` or ``"reference"``; ``passed`` whether the checked implementation
+    passed; ``result`` the check's :class:`symviz.checks.CheckResult` (or the error it raised)."""
+
+    def __init__(self, fn: Any, record: dict[str, Any], result: Any):
+        self.__wrapped__ = fn
+        self._record, self.result = record, result
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__name__ = getattr(fn, "__name__", record["name"])
+
+    @property
+    def source(self) -> str:
+        return self._record["source"]
+
+    @property
+    def passed(self) -> bool:
+        return self._record["passed"]
+
+    def __call__(self, *args, **kwargs):
+        if not self._record["used_downstream"]:
+            self._record["used_downstream"] = True
+            if _current is not None:
+                _current._write()
+        return self.__wrapped__(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.__wrapped__, name)
+
+    def __repr__(self) -> str:
+        return f"<accepted {self._record['name']!r}: the {self.source}'s implementation>"
+
+
+def accept(name: str, candidate: Any, check: Any, reference: Any, *, solution: Any = None) -> Accepted:
+    """Use the learner's ``candidate`` when ``check(candidate)`` passes, otherwise ``reference``.
+
+    The check (a chapter's ``check_*`` function, returning a truthy :class:`symviz.checks.CheckResult`) prints
+    what it verified or what failed, with a counterexample; an exception inside the learner's code (e.g. the
+    template's ``NotImplementedError``) counts as not passed. The learner's code is never changed: the return
+    value is a new name bound by the notebook (``my_fn = report.accept("...", my_fn, check_fn, reference)``).
+
+    ``solution``: the notebook's own solution (under its own name). Under ``symviz run`` (``SYMVIZ_SOLUTIONS=1``)
+    it is checked and used instead of ``candidate``, so the executed chapter trains what the exercise builds; in a
+    student version (solutions stripped) it fails the check and the reference takes over.
+
+    The exercise is recorded (``name``, ``source``, ``passed``, ``used_downstream``, ``message``) in the report.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"exercise name must be a non-empty string, got {name!r}")
+    if not callable(check) or not callable(reference):
+        raise TypeError("accept(name, candidate, check, reference): check and reference must be callable")
+    use_solution = solution is not None and os.environ.get(_SOLUTIONS_ENV, "") == "1"
+    tried, source = (solution, "solution") if use_solution else (candidate, "learner")
+    try:
+        result = check(tried)
+        passed = bool(result)
+        message = getattr(result, "message", str(result))
+    except Exception as err:  # the learner's code raised: not passed, and say so
+        result, passed = err, False
+        message = f"{type(err).__name__}: {err}"
+        print(f"NOT YET: your implementation raised {message}")
+    if not passed:
+        source = "reference"
+        print(f"The rest of the chapter uses the tested reference ({getattr(reference, '__qualname__', reference)!s}); "
+              "your code is unchanged: fix it and run this cell again.")
+    record = {"name": name, "source": source, "passed": passed, "used_downstream": False, "message": message}
+    for i, old in enumerate(_exercises):  # re-running the cell replaces the exercise's record
+        if old["name"] == name:
+            _exercises[i] = record
+            break
+    else:
+        _exercises.append(record)
+    if _current is not None:
+        _current._write()
+    return Accepted(tried if passed else reference, record, result)

@@ -11,7 +11,9 @@ gets the papermill parameters ``SCALE``, ``DEVICE``, ``SEED`` and ``REPORT_PATH`
     {"seed": 0, "threads": "default"|N, "scale", "device",
      "chapters": [{"name", "status": "ok"|"failed", "seconds", "peak_rss_mb", "device", "scale",
                    "seed", "threads": "default"|N, "torch_threads": int|null,
-                   "metrics": {...}, "claims": [{"text", "value", "holds"}], "error": null|"cell N: ..."}]}
+                   "metrics": {...}, "claims": [{"text", "value", "holds", "kind": "paper"|"sanity"}],
+                   "exercises": [{"name", "source": "learner"|"solution"|"reference", "passed",
+                                  "used_downstream", "message"}], "error": null|"cell N: ..."}]}
 
 ``--seed N`` (default 0) is the chapters' base seed: a chapter uses SEED, SEED+1, ... ``--threads N`` gives
 torch N intra-op threads in every chapter's kernel: ``SYMVIZ_THREADS`` (read by
@@ -230,11 +232,11 @@ def _one(nb: Path, out: Path, scale: str, device: str, timeout: float | None, se
         error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0  # KiB on Linux
-    metrics, claims = {}, []
+    metrics, claims, exercises = {}, [], []
     if report_path.exists():
         try:
             rep = json.loads(report_path.read_text())
-            metrics, claims = rep.get("metrics", {}), rep.get("claims", [])
+            metrics, claims, exercises = rep.get("metrics", {}), rep.get("claims", []), rep.get("exercises", [])
         except json.JSONDecodeError:
             error = error or "report file is not valid JSON"
     torch_threads = None
@@ -253,7 +255,7 @@ def _one(nb: Path, out: Path, scale: str, device: str, timeout: float | None, se
     return {"name": name, "status": "ok" if error is None else "failed", "seconds": round(seconds, 1),
             "peak_rss_mb": round(peak, 1), "device": device, "scale": scale, "seed": seed,
             "threads": "default" if threads is None else threads, "torch_threads": torch_threads,
-            "metrics": metrics, "claims": claims, "error": error}
+            "metrics": metrics, "claims": claims, "exercises": exercises, "error": error}
 
 
 def _resolved_device(device: str) -> str:
@@ -352,7 +354,7 @@ class _Progress:
 def _failed(nb: Path, t0: float, device: str, scale: str, seed: int, threads: int | None, error: str) -> dict:
     return {"name": nb.stem, "status": "failed", "seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": None,
             "device": device, "scale": scale, "seed": seed, "threads": "default" if threads is None else threads,
-            "torch_threads": None, "metrics": {}, "claims": [], "error": error}
+            "torch_threads": None, "metrics": {}, "claims": [], "exercises": [], "error": error}
 
 
 def _run_child(nb: Path, out: Path, scale: str, device: str, timeout: float | None, seed: int = 0,
@@ -361,6 +363,7 @@ def _run_child(nb: Path, out: Path, scale: str, device: str, timeout: float | No
     ``on_cell(k, n)``) and the result as one JSON line; the kernel's own output goes to its stderr."""
     env = dict(os.environ)
     env["SYMVIZ_STATIC"] = "1"
+    env.setdefault("SYMVIZ_SOLUTIONS", "1")  # report.accept() checks and uses each exercise's solution (0: the learner's)
     env.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     env.setdefault("PYTHONWARNINGS", "ignore")
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
@@ -487,8 +490,12 @@ def print_summary(summary: dict) -> None:
         n_ok = sum(c["holds"] for c in r["claims"])
         peak = "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}"
         print(f"{r['name']:<32} {r['status']:<7} {r['seconds']:>8.1f} {peak:>8}  {n_ok}/{len(r['claims'])} hold")
-        for c in r["claims"]:
-            print(f"    [{'holds' if c['holds'] else 'FAILS'}] {c['text']}")
+        for kind in ("paper", "sanity"):
+            for c in (c for c in r["claims"] if c.get("kind", "paper") == kind):
+                print(f"    [{'holds' if c['holds'] else 'FAILS'}] ({kind}) {c['text']}")
+        for e in r.get("exercises") or []:
+            print(f"    exercise {e['name']!r}: {e['source']}'s implementation"
+                  + (", used downstream" if e.get("used_downstream") else ", NOT used downstream"))
         if r["error"]:
             print(f"    error: {r['error']}")
     failed = [r["name"] for r in rows if r["status"] != "ok"]

@@ -43,7 +43,8 @@ _CSS = (
     "text-align:left}th{background:#f6f8fa}.ok{color:#1a7f37}.bad{color:#cf222e}ul{margin:0;padding-left:0;"
     "list-style:none}.num{text-align:right;font-variant-numeric:tabular-nums}.metrics{font-size:.85em;color:#444}"
     ".title{font-size:.9em;color:#555}code{background:#f6f8fa;padding:1px 4px;border-radius:3px}"
-    "footer{margin-top:2em;font-size:.85em;color:#666}"
+    "footer{margin-top:2em;font-size:.85em;color:#666}.kind{font-size:.8em;color:#666;text-transform:uppercase;"
+    "letter-spacing:.04em;margin-top:.3em}"
 )
 _BACK = ("<div style='font-family:system-ui,sans-serif;padding:8px 16px;background:#f6f8fa;border-bottom:1px solid #ddd'>"
          "<a href='index.html'>&larr; all chapters</a></div>")
@@ -117,9 +118,13 @@ def index_html(results: Sequence[dict], title: str = "symviz: symmetry in deep l
     rows = []
     for r in results:
         claims = "".join(
-            f"<li class='{'ok' if c.get('holds') else 'bad'}'>{'✔' if c.get('holds') else '✘'} {html.escape(str(c.get('text', '')))}"
-            + (f" <span class='metrics'>({_fmt(c['value'])})</span>" if c.get("value") is not None else "") + "</li>"
-            for c in r.get("claims") or [])
+            (f"<li class='kind'>{'the paper' if kind == 'paper' else 'sanity (holds by construction)'}</li>"
+             if any(c.get("kind", "paper") == kind for c in r.get("claims") or []) else "")
+            + "".join(
+                f"<li class='{'ok' if c.get('holds') else 'bad'}'>{'✔' if c.get('holds') else '✘'} {html.escape(str(c.get('text', '')))}"
+                + (f" <span class='metrics'>({_fmt(c['value'])})</span>" if c.get("value") is not None else "") + "</li>"
+                for c in r.get("claims") or [] if c.get("kind", "paper") == kind)
+            for kind in ("paper", "sanity"))
         mets = r.get("metrics") or {}
         metrics = (f"<details><summary>{len(mets)} metric(s)</summary>"
                    + "<br>".join(f"{html.escape(str(k))} = {_fmt(v)}" for k, v in mets.items()) + "</details>") if mets else ""

@@ -63,12 +63,13 @@ def test_results_json_has_the_documented_shape(executed):
     assert (data["seed"], data["threads"], data["scale"], data["device"]) == (7, 2, "quick", "cpu")
     ok = by["10_ok"]
     for key in ("name", "status", "seconds", "peak_rss_mb", "device", "scale", "seed", "threads", "torch_threads",
-                "metrics", "claims", "error"):
+                "metrics", "claims", "exercises", "error"):
         assert key in ok
     assert ok["status"] == "ok" and ok["error"] is None and ok["scale"] == "quick" and ok["device"] == "cpu"
     assert {k: ok["metrics"].get(k) for k in ("answer", "scale", "seed")} == {"answer": 42, "scale": "quick", "seed": 7}
     assert all(c["seed"] == 7 and c["threads"] == 2 for c in data["chapters"])
-    assert ok["claims"] == [{"text": "the answer is 42", "value": 42, "holds": True}]
+    assert ok["claims"] == [{"text": "the answer is 42", "value": 42, "holds": True, "kind": "paper"}]
+    assert ok["exercises"] == []
     assert ok["peak_rss_mb"] > 10 and ok["seconds"] > 0
 
 
