@@ -1,11 +1,12 @@
-"""Chapter 04 benchmark: (MC-)EGNN train-step time vs a straightforward edge-list EGNN, eager and compiled,
+"""Chapter 04 benchmark: (MC-)EGNN train-step time vs the reference edge-list EGNN, eager and compiled,
 parameter counts, and the charged N-body simulator's throughput.
 
 The train step is forward + backward of the position MSE (no optimizer step: Adam costs the same for
 every model), at the issue's size: 5 particles, batch 100, hidden 64, 4 layers. On a CPU it runs at
 2 threads (the goal's "2 CPU cores") and at 1 thread. Models are timed *interleaved* (round-robin, median
 per model) so that load from other processes hits all of them alike; every speed-up compares with the
-straightforward edge-list EGNN (:class:`symviz.nn.egnn.NaiveEGNN`, eager) measured in the same rounds.
+reference EGNN (:class:`symviz.nn.egnn.EGNN`: the paper's equations on an edge list, eager) measured in the
+same rounds.
 Compiled models go through :class:`symviz.train.CompileOrEager`; their one-off compile time is reported
 (inductor caches it on disk, so a second process compiles in seconds).
 
@@ -21,20 +22,20 @@ import torch
 from _timing import check_scale
 
 CHAPTER = "04_multichannel_egnn"
-BASE = "straightforward edge-list EGNN"
+BASE = "reference edge-list EGNN"
 
 
 def _models(channels, compiled_channels):
     """Eager models, plus compiled ones with their compile seconds (compiling = the first train step)."""
-    from symviz.nn.egnn import MCEGNN, NaiveEGNN
+    from symviz.nn.egnn import EGNN, MCEGNN
     from symviz.train import CompileOrEager
 
     torch.manual_seed(0)
-    eager = {BASE: NaiveEGNN(1, 64, 4, edge_nf=1)}
+    eager = {BASE: EGNN(1, 64, 4, edge_nf=1)}
     for C in channels:
         for path in ("dense", "edges"):
             eager[f"MC-EGNN C={C} {path}"] = MCEGNN(1, 64, 4, C, edge_nf=1, path=path)
-    compiled = {f"{BASE}, compiled": CompileOrEager(NaiveEGNN(1, 64, 4, edge_nf=1), dynamic=False)}
+    compiled = {f"{BASE}, compiled": CompileOrEager(EGNN(1, 64, 4, edge_nf=1), dynamic=False)}
     for C in compiled_channels:
         compiled[f"MC-EGNN C={C} dense, compiled"] = CompileOrEager(MCEGNN(1, 64, 4, C, edge_nf=1, path="dense"),
                                                                      dynamic=False)
@@ -82,7 +83,7 @@ def run(scale: str = "quick") -> list[dict]:
     for C in channels:
         rows.append({"chapter": CHAPTER, "what": f"parameters MC-EGNN C={C} (hidden 64, 4 layers)",
                      "value": count_parameters(eager[f"MC-EGNN C={C} dense"]), "unit": "count"})
-    rows.append({"chapter": CHAPTER, "what": "parameters straightforward EGNN (hidden 64, 4 layers)",
+    rows.append({"chapter": CHAPTER, "what": "parameters reference EGNN (hidden 64, 4 layers)",
                  "value": count_parameters(eager[BASE]), "unit": "count"})
     n_sims = 200 if scale == "quick" else 2000
     t0 = time.perf_counter()

@@ -19,6 +19,8 @@ Everything is vectorised over simulations with numpy (float64) and reproducible 
     >>> ds = charged_dataset(8, seed=1, frame_in=2, frame_out=4)
     >>> ds["loc"].shape, ds["target"].shape, ds["charges"].shape
     (torch.Size([8, 5, 3]), torch.Size([8, 5, 3]), torch.Size([8, 5, 1]))
+    >>> prediction_horizon(ds)              # (4 - 2) frames x 100 steps x dt 0.001
+    0.2
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 __all__ = ["ChargedSimulation", "simulate_charged", "coulomb_forces", "total_energy", "charged_dataset",
-           "charged_splits", "NBodyDataset", "STANDARD_SIZES"]
+           "charged_splits", "NBodyDataset", "STANDARD_SIZES", "prediction_horizon"]
 
 STANDARD_SIZES = {"train": 3000, "val": 2000, "test": 2000}
 """Split sizes of the standard benchmark (Satorras et al. 2021, Sec. 5.1)."""
@@ -199,8 +201,9 @@ def charged_dataset(n_samples: int, seed: int = 0, frame_in: int = 30, frame_out
     """The prediction task as tensors: state at ``frame_in`` -> positions at ``frame_out``.
 
     Returns a dict of tensors (``S = n_samples``, ``n = n_particles``):
-    ``loc (S, n, 3)``, ``vel (S, n, 3)``, ``charges (S, n, 1)``, ``target (S, n, 3)``.
-    Only ``frame_out + 1`` frames are simulated.
+    ``loc (S, n, 3)``, ``vel (S, n, 3)``, ``charges (S, n, 1)``, ``target (S, n, 3)``, and the numbers
+    that say how far apart input and target are: ``frame_in``, ``frame_out``, ``sample_every`` (steps
+    between frames) and ``dt`` (see :func:`prediction_horizon`). Only ``frame_out + 1`` frames are simulated.
     """
     return _datasets([(n_samples, seed)], frame_in, frame_out, n_particles, dtype, **sim_kwargs)[0]
 
@@ -231,7 +234,21 @@ def _datasets(parts, frame_in=30, frame_out=40, n_particles=5, dtype=torch.float
                      kw["vel_norm"], kw["strength"])
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
     return [{"loc": t(sim.positions[:, frame_in]), "vel": t(sim.velocities[:, frame_in]),
-             "charges": t(sim.charges[..., None]), "target": t(sim.positions[:, frame_out])} for sim in sims]
+             "charges": t(sim.charges[..., None]), "target": t(sim.positions[:, frame_out]),
+             "frame_in": frame_in, "frame_out": frame_out, "sample_every": sim.sample_every, "dt": sim.dt}
+            for sim in sims]
+
+
+_TIME_KEYS = ("frame_in", "frame_out", "sample_every", "dt")
+
+
+def prediction_horizon(split: dict) -> float:
+    """Simulation time between input and target of a :func:`charged_dataset` dict:
+    ``(frame_out - frame_in) * sample_every * dt`` (1.0 in the benchmark: 1000 steps of 0.001)."""
+    missing = [k for k in _TIME_KEYS if k not in split]
+    if missing:
+        raise ValueError(f"split has no {', '.join(missing)}: expected a dict from charged_dataset or charged_splits")
+    return (split["frame_out"] - split["frame_in"]) * split["sample_every"] * split["dt"]
 
 
 class NBodyDataset(torch.utils.data.Dataset):
@@ -270,8 +287,10 @@ def charged_splits(n_train: int = 3000, n_val: int = 2000, n_test: int = 2000, s
             paths[name] = path = cache_dir() / "nbody" / f"charged_{name}_{n}_{split_seed}_{key}.pt"
             if path.exists():
                 try:
-                    out[name] = torch.load(path, weights_only=True)
-                    continue
+                    data = torch.load(path, weights_only=True)
+                    if all(k in data for k in _TIME_KEYS):   # files of older versions lack them: simulate again
+                        out[name] = data
+                        continue
                 except Exception:  # corrupt cache file: simulate again and overwrite it
                     pass
         todo.append((name, n, split_seed))

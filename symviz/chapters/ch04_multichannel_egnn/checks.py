@@ -8,17 +8,35 @@ from symviz.checks import CheckResult, verdict
 __all__ = ['check_mc_coord_update']
 
 
+def _permute_pairs(T, w):
+    """How the mixing matrices ``w (B, n, n, C, C)`` transform: invariant under E(3), and a node
+    permutation reorders both node axes (``w_ij`` belongs to the pair ``(i, j)``)."""
+    return w if T.perm is None else w[:, T.perm][:, :, T.perm]
+
+
+# the symmetries checked, in order, each with what breaking it says about the learner's update
+_SYMMETRIES = (
+    ("O(3)", "rotating or reflecting x does not rotate or reflect the output the same way",
+     "multiply (x_i - x_j) by w_ij on the right only, a (3, C) @ (C, C) product, and never mix the 3 coordinates."),
+    ("E(3)", "translating x does not translate the output by the same vector",
+     "use only differences x_i - x_j, never x_j alone, and keep the residual: x_i plus the mean over j."),
+    ("S_n", "relabelling the nodes does not relabel the output the same way",
+     "treat every node alike: sum over all j != i, with nothing that depends on a node's index."),
+)
+
+
 def check_mc_coord_update(coord_update_fn) -> CheckResult:
     """Check a learner's multichannel coordinate update ``coord_update_fn(x, w) -> x'`` (chapter 04).
 
     ``x: (B, n, 3, C)`` position channels (points are row vectors; a rotation acts as ``R @ x_i``
     on each ``3 x C`` block), ``w: (B, n, n, C, C)`` invariant mixing matrices. It must equal
     ``x_i + 1/(n-1) sum_{j != i} (x_i - x_j) w_ij`` (:func:`symviz.nn.egnn.multichannel_coord_update`)
-    and be E(3)-equivariant: rotating/reflecting and translating ``x`` moves the output the same way.
+    and be E(3)- and permutation-equivariant, measured by :func:`symviz.equivariance.check_equivariance`
+    (``x`` transforms as ``"point_channels"``); the verdict names the symmetry that broke.
     """
     import torch
 
-    from symviz.groups import random_orthogonal
+    from symviz.equivariance import check_equivariance
     from symviz.nn.egnn import multichannel_coord_update
 
     gen = torch.Generator().manual_seed(4)
@@ -36,16 +54,22 @@ def check_mc_coord_update(coord_update_fn) -> CheckResult:
         got = got.to(torch.float64)
         if torch.allclose(got, x):
             return verdict(False, "", "your function returns x unchanged: add the sum over neighbours j of (x_i - x_j) @ w_ij.")
-        R = random_orthogonal(dtype=torch.float64, generator=gen)
-        t = torch.randn(3, 1, dtype=torch.float64, generator=gen)
-        moved = coord_update_fn(torch.einsum("de,bnec->bndc", R, x) + t, w.clone()).to(torch.float64)
-        eq_err = float((moved - (torch.einsum("de,bnec->bndc", R, got) + t)).norm() / got.norm())
-        if eq_err > 1e-8:
-            return verdict(False, "", f"with C={C} the update is not E(3)-equivariant (relative error {eq_err:.2g}): "
-                                      "use only differences x_i - x_j, never x_j alone, and keep the residual x_i + ...")
+        for group, broken, hint in _SYMMETRIES:
+            try:
+                rep = check_equivariance(lambda x, w: coord_update_fn(x.clone(), w.clone()), (x, w),
+                                         ("point_channels", _permute_pairs), "point_channels", group=group,
+                                         trials=2, seed=C)
+                err = rep.max_error
+            except Exception as exc:
+                return verdict(False, "", f"with C={C}, on transformed inputs ({group}) your function raised "
+                                          f"{type(exc).__name__}: {exc}")
+            if not err <= 1e-8:
+                return verdict(False, "", f"with C={C} the update is not {group}-equivariant: {broken} "
+                                          f"(relative error {err:.2g}). Hint: {hint}")
         err = float((got - want).norm() / want.norm())
         if err > 1e-8:
             mean_hint = " (did you divide by n - 1, the number of neighbours?)" if C == 1 else \
                 " (mix channels as (x_i - x_j) @ w_ij: a (3, C) by (C, C) product, summed over j != i, divided by n - 1)"
             return verdict(False, "", f"equivariant, but with C={C} it differs from the reference by {err:.2g} (relative){mean_hint}.")
-    return verdict(True, "your multichannel update matches the reference and is E(3)-equivariant for C = 1 and C = 3.", "")
+    return verdict(True, "your multichannel update matches the reference and is E(3)- and permutation-equivariant "
+                         "for C = 1 and C = 3.", "")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from symviz.train import TensorBatches, evaluate, fit, resolve_device
+from symviz.data.nbody import prediction_horizon
 from symviz.nn.egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse
 
 __all__ = ["RunResult", "TensorBatches", "training_spikes", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
@@ -82,7 +83,7 @@ def _nbody_tensors(split):
     return split["loc"], split["vel"], split["charges"], split["target"]
 
 
-def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64, n_layers: int = 4,
+def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden: int = 64, n_layers: int = 4,
                 epochs: int = 100, lr: float = 5e-4, batch_size: int = 100, weight_decay: float = 1e-12,
                 device: str = "auto", patience: int | None = None, progress: bool = False,
                 compile: bool = False) -> RunResult:
@@ -93,12 +94,12 @@ def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int =
     with an eager fallback (:class:`symviz.train.CompileOrEager`): worth it for long runs only.
     """
     torch.manual_seed(seed)
-    model = MCEGNN(1, hidden_nf, n_layers, channels, edge_nf=1, velocity=True)
+    model = MCEGNN(1, hidden, n_layers, channels, edge_nf=1, velocity=True)
     tr = _loader(_nbody_tensors(splits["train"]), batch_size, True, seed, drop_last=True)   # as main_nbody.py
     va = _loader(_nbody_tensors(splits["val"]), 500, False, seed)
     te = _loader(_nbody_tensors(splits["test"]), 500, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, nbody_mse, tr, va, epochs=epochs, lr=lr, optimizer=_adam(model, lr, weight_decay, device), seed=seed,
+    res = fit(model, nbody_mse, tr, va, epochs=epochs, optimizer=_adam(model, lr, weight_decay, device), seed=seed,
               device=device, amp=False, patience=patience, progress=progress, desc=f"N-body C={channels} seed={seed}",
               compile=compile)
     test = evaluate(res.model, nbody_mse, te, device)
@@ -107,8 +108,11 @@ def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int =
 
 
 def linear_baseline_mse(split: dict) -> float:
-    """MSE of the constant-velocity guess ``x + v * (frames * sample_every * dt)`` (1000 steps: 1.0 time unit)."""
-    return float(((split["loc"] + split["vel"] * 1.0 - split["target"]) ** 2).mean())
+    """MSE of the constant-velocity guess ``x + v * horizon`` on a :func:`symviz.data.nbody.charged_splits`
+    split, with the horizon the split carries (:func:`symviz.data.nbody.prediction_horizon`:
+    ``(frame_out - frame_in) * sample_every * dt``, 1.0 time unit in the benchmark)."""
+    horizon = prediction_horizon(split)
+    return float(((split["loc"] + split["vel"] * horizon - split["target"]) ** 2).mean())
 
 
 def _solar_predict(model, loc, vel, mass):
@@ -122,7 +126,7 @@ def solar_mse(model, batch) -> torch.Tensor:
     return ((_solar_predict(model, loc, vel, mass) - target) ** 2).mean()
 
 
-def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64,
+def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidden: int = 64,
                 n_layers: int = 4, epochs: int = 100, lr: float = 1e-3, batch_size: int = 100,
                 device: str = "auto", progress: bool = False, scheduler: str | None = None) -> RunResult:
     """Train an (MC-)EGNN on solar-system states (node features: log mass, |v|); ``test`` is the test MSE.
@@ -131,7 +135,7 @@ def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidde
     ``scheduler="cosine"`` decays the learning rate to zero over ``epochs`` (:func:`symviz.train.fit`).
     """
     torch.manual_seed(seed)
-    model = MCEGNN(2, hidden_nf, n_layers, channels, edge_nf=0, velocity=True)
+    model = MCEGNN(2, hidden, n_layers, channels, edge_nf=0, velocity=True)
     keys = ("loc", "vel", "mass", "target")
     n = train["loc"].shape[0]
     cut = int(0.8 * n)
@@ -139,7 +143,7 @@ def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidde
     va = _loader([train[k][cut:] for k in keys], 1000, False, seed)
     te = _loader([test[k] for k in keys], 1000, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, solar_mse, tr, va, epochs=epochs, lr=lr, optimizer=_adam(model, lr, 0.0, device), seed=seed,
+    res = fit(model, solar_mse, tr, va, epochs=epochs, optimizer=_adam(model, lr, 0.0, device), seed=seed,
               device=device, amp=False, progress=progress, scheduler=scheduler,
               desc=f"solar C={channels} seed={seed}")
     test_mse = evaluate(res.model, solar_mse, te, device)
@@ -147,7 +151,7 @@ def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidde
                    f"solar C={channels} seed={seed}")
 
 
-def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 64, n_layers: int = 4,
+def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden: int = 64, n_layers: int = 4,
               epochs: int = 50, lr: float = 1e-3, batch_size: int = 96, target_index: int = 0,
               device: str = "auto", progress: bool = False) -> RunResult:
     """Train an invariant (MC-)EGNN regressor on :func:`symviz.data.qm9.qm9_splits` output.
@@ -168,19 +172,19 @@ def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden_nf: int = 6
 
     def loss(model, batch):
         h, x, mask, y = trim(batch)
-        return ((model(h, x, mask).squeeze(-1) - y) ** 2).mean()
+        return ((model(h, x, mask=mask).squeeze(-1) - y) ** 2).mean()
 
     def mae(model, batch):
         h, x, mask, y = trim(batch)
-        return (model(h, x, mask).squeeze(-1) - y).abs().mean() * sd
+        return (model(h, x, mask=mask).squeeze(-1) - y).abs().mean() * sd
 
     torch.manual_seed(seed)
-    model = MCEGNNRegressor(len(splits["train"]["onehot"][0, 0]), hidden_nf, n_layers, channels)
+    model = MCEGNNRegressor(len(splits["train"]["onehot"][0, 0]), hidden, n_layers, channels)
     tr = _loader(tensors(splits["train"]), batch_size, True, seed)
     va = _loader(tensors(splits["val"]), 500, False, seed)
     te = _loader(tensors(splits["test"]), 500, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, loss, tr, va, epochs=epochs, lr=lr, optimizer=_adam(model, lr, 0.0, device), seed=seed,
+    res = fit(model, loss, tr, va, epochs=epochs, optimizer=_adam(model, lr, 0.0, device), seed=seed,
               device=device, amp=False, progress=progress,
               scheduler="cosine", desc=f"QM9 C={channels} seed={seed}")
     test_mae = evaluate(res.model, mae, te, device)
@@ -192,7 +196,8 @@ def make_train_step(model: torch.nn.Module, batch_size: int = 100, n_nodes: int 
                     optimizer_step: bool = False, seed: int = 0):
     """A closure running one train step (forward + backward of the position MSE; + an Adam step if
     asked) on fixed random N-body-shaped inputs. ``model`` takes ``(h, x, v, edge_attr)`` with
-    ``in_node_nf = 1`` and ``edge_nf = 1`` (:class:`MCEGNN`, :class:`NaiveEGNN`, or either wrapped in
+    ``in_node_nf = 1`` and ``edge_nf = 1`` and returns :class:`symviz.nn.egnn.EGNNOutput`
+    (:class:`~symviz.nn.egnn.MCEGNN`, the reference :class:`~symviz.nn.egnn.EGNN`, or either wrapped in
     :class:`symviz.train.CompileOrEager`)."""
     dev = resolve_device(device)
     model = model.to(dev)
@@ -204,9 +209,7 @@ def make_train_step(model: torch.nn.Module, batch_size: int = 100, n_nodes: int 
     opt = torch.optim.Adam(model.parameters(), 1e-4) if optimizer_step else None
 
     def step():
-        out = model(h, x, v, ea)
-        out = out.x if hasattr(out, "x") else out
-        loss = ((out - target) ** 2).mean()
+        loss = ((model(h, x, v, ea).x - target) ** 2).mean()
         loss.backward()
         if opt is not None:
             opt.step()
@@ -242,22 +245,24 @@ def step_time_ms(model: torch.nn.Module, batch_size: int = 100, n_nodes: int = 5
 
 
 @torch.no_grad()
-def sliding_predictions(model: MCEGNN, positions, velocities, node_features, lag: int,
-                        edge_attr: torch.Tensor | None = None) -> torch.Tensor:
-    """Predicted trajectory: frame ``t`` predicted from the *true* state at frame ``t - lag``.
+def sliding_predictions(model: MCEGNN, positions, velocities, mass, lag: int) -> torch.Tensor:
+    """Predicted trajectory of a :func:`train_solar` model: frame ``t`` predicted from the *true* state at
+    frame ``t - lag``, with the node features the model was trained on (log-mass, speed).
 
     Args:
-        positions, velocities: ``(T, n, 3)`` true frames (velocities already in the model's units);
-        node_features: ``(n, F)``; edge_attr: ``(n, n, E)`` or None; lag: the model's horizon in frames.
+        positions: ``(T, n, 3)`` true frames (AU); velocities: ``(T, n, 3)`` in the model's unit, AU per
+            horizon (as :func:`symviz.data.solar.solar_dataset` gives them); mass: ``(n, 1)``, the ``mass``
+            feature of :func:`~symviz.data.solar.solar_dataset`; lag: the model's horizon in frames.
     Returns:
         ``(T - lag, n, 3)`` predictions for frames ``lag .. T-1``.
     """
     pos = torch.as_tensor(positions, dtype=torch.float32)
     vel = torch.as_tensor(velocities, dtype=torch.float32)
-    if pos.ndim != 3 or pos.shape != vel.shape or not 0 < lag < pos.shape[0]:
+    mass = torch.as_tensor(mass, dtype=torch.float32)
+    if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape != vel.shape or not 0 < lag < pos.shape[0]:
         raise ValueError(f"positions and velocities must be (T, n, 3) with T > lag={lag}, got {tuple(pos.shape)}, {tuple(vel.shape)}")
+    if mass.shape != (pos.shape[1], 1):
+        raise ValueError(f"mass must have shape ({pos.shape[1]}, 1), got {tuple(mass.shape)}")
     model.eval()
     T = pos.shape[0] - lag
-    h = torch.as_tensor(node_features, dtype=torch.float32).expand(T, *node_features.shape)
-    ea = None if edge_attr is None else torch.as_tensor(edge_attr, dtype=torch.float32).expand(T, *edge_attr.shape)
-    return model(h, pos[:T], vel[:T], ea).x
+    return _solar_predict(model, pos[:T], vel[:T], mass.expand(T, -1, -1))
