@@ -57,6 +57,16 @@ def model_rows(scale: str, only: list[str]) -> list[dict]:
     return rows
 
 
+def _notes(path: Path) -> str:
+    """The hand-written ``## `` sections of ``path`` (everything from its first level-2 heading on): ``make bench``
+    rewrites the table above them and keeps them."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find("\n## ")
+    return "" if at < 0 else text[at + 1:]
+
+
 def write(rows: list[dict], scale: str) -> Path:
     lines = [f"# symviz benchmarks ({scale} mode)", "", f"Machine: {machine()}. Written by `make bench` "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", "",
@@ -66,7 +76,8 @@ def write(rows: list[dict], scale: str) -> Path:
         v = "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
         lines.append(f"| {r['chapter']} | {r['what']} | {v} | {r['unit']} | {r.get('status', 'ok')} |")
     out = HERE / "results.md"
-    out.write_text("\n".join(lines) + "\n")
+    kept = _notes(out)
+    out.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"{scale}.json").write_text(json.dumps(rows, indent=1))
     return out
