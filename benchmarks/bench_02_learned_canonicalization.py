@@ -24,12 +24,12 @@ def run(scale: str = "quick") -> list[dict]:
     from symviz.chapters.ch02_learned_canonicalization.experiments import make_image_model, make_pointset_model
 
     check_scale(scale)
-    size, width, canon_hidden, pool, reps = (12, 16, 8, 1, 10) if scale == "quick" else (24, 32, 16, 2, 30)
+    size, hidden, canon_hidden, pool, reps = (12, 16, 8, 1, 10) if scale == "quick" else (24, 32, 16, 2, 30)
     torch.manual_seed(0)
     rows = []
     x, y = torch.rand(64, 1, size, size), torch.randint(0, 10, (64,))
     for kind in ("cnn", "learned", "moments", "p4cnn"):
-        m = make_image_model(kind, 10, width, canon_hidden, pool)
+        m = make_image_model(kind, 10, hidden, canon_hidden, pool)
         rows.append({"chapter": "02_learned_canonicalization",
                      "what": f"{kind} image classifier train step (batch 64, {size}x{size})",
                      "value": _step_ms(m, x, y, reps), "unit": "ms"})

@@ -36,7 +36,7 @@ def run(scale: str = "quick") -> list[dict]:
     repeats = 5 if scale == "quick" else 20
     torch.manual_seed(0)
     bb_cfg, ad_cfg = BACKBONE_RECIPES[scale], ADAPTATION_RECIPES[scale]
-    backbone = ResNetBackbone(width=bb_cfg["width"], blocks=bb_cfg["blocks"], stem_stride=bb_cfg["stem_stride"])
+    backbone = ResNetBackbone(hidden=bb_cfg["hidden"], blocks=bb_cfg["blocks"], stem_stride=bb_cfg["stem_stride"])
     B1, B2 = bb_cfg["batch_size"], ad_cfg["batch_size"]
     x1, y1 = torch.rand(B1, 1, 28, 28), torch.randint(0, 10, (B1,))
     x2, y2 = torch.rand(B2, 1, 28, 28), torch.randint(0, 10, (B2,))

@@ -1,4 +1,5 @@
-"""``fit``: one training loop for every chapter (device, seeding, progress, history, early stopping).
+"""``fit``: one training loop for every chapter (device, seeding, progress, history, early stopping),
+and ``accuracy``, the one classification accuracy every chapter measures with.
 
     >>> import torch
     >>> from torch.utils.data import TensorDataset, DataLoader
@@ -27,8 +28,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches",
-           "CompileOrEager"]
+__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
+           "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager"]
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -202,7 +203,8 @@ class CompileOrEager(torch.nn.Module):
     Parameters and ``state_dict`` are those of ``module`` (under the prefix ``module.``); save
     ``wrapper.module`` to get the plain model's keys. Keyword arguments go to :func:`torch.compile`;
     with the default inductor backend the host code is generated in C++ too (``cpp_wrapper``), which
-    cuts the per-kernel Python overhead that dominates small models (about 5-10% on chapter 04's EGNN).
+    cuts the per-kernel Python overhead that dominates small models (measured step times of compiled and
+    eager models are in ``benchmarks/results.md``).
 
     >>> w = CompileOrEager(torch.nn.Linear(2, 1), backend="eager")
     >>> w(torch.ones(3, 2)).shape, w.is_compiled
@@ -293,6 +295,65 @@ def evaluate(model: torch.nn.Module, loss_fn: LossFn, loader: Iterable, device: 
     return total / count
 
 
+def _model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (else first buffer); CPU for a model without tensors."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
+             device: str | torch.device | None = None) -> float:
+    """Top-1 accuracy: the fraction of ``x`` for which ``model(x).argmax(-1)`` equals the label in ``y``.
+
+    ``x: (N, ...)`` inputs in the shape the model takes (images ``(N, H, W)`` or ``(N, C, H, W)``, point sets
+    ``(N, P, 3)``, ...), ``y: (N,)`` integer labels; the model maps a batch to logits ``(B, classes)``.
+
+    Device rule: the model runs where it is (the device of its first parameter, CPU for a model without
+    any) unless ``device`` is given (``"auto"``, ``"cpu"``, ``"cuda"``, ...); then it is moved there and
+    back to where it was afterwards. Batches of ``x`` and ``y`` are moved to that device, so they may live
+    anywhere. It runs in eval mode without gradients, ``batch_size`` examples at a time (the result does
+    not depend on it), and restores the model's train/eval mode afterwards.
+
+    >>> model = torch.nn.Linear(2, 2, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = model.weight.copy_(torch.eye(2))
+    >>> accuracy(model, torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]]), torch.tensor([0, 1, 1]))
+    0.6666666666666666
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"accuracy: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not torch.is_tensor(x) or not torch.is_tensor(y):
+        raise ValueError(f"accuracy: x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+    if y.ndim != 1:
+        raise ValueError(f"accuracy: y must be labels of shape (N,), got shape {tuple(y.shape)}")
+    if len(x) != len(y):
+        raise ValueError(f"accuracy: x and y must have the same length, got {len(x)} and {len(y)}")
+    if len(y) == 0:
+        raise ValueError("accuracy: no examples given (x and y are empty)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"accuracy: batch_size must be a positive integer, got {batch_size!r}")
+    home = _model_device(model)
+    dev = home if device is None else resolve_device(device)
+    was_training = model.training
+    model.eval()
+    if dev != home:
+        model.to(dev)
+    correct = 0
+    try:
+        with torch.no_grad():
+            for i in range(0, len(y), batch_size):
+                pred = model(x[i:i + batch_size].to(dev)).argmax(-1)
+                correct += int((pred == y[i:i + batch_size].to(dev)).sum())
+    finally:
+        model.train(was_training)
+        if dev != home:
+            model.to(home)
+    return correct / len(y)
+
+
 def _batch_size(batch: Any) -> int:
     if torch.is_tensor(batch):
         return int(batch.shape[0]) if batch.ndim else 1
@@ -310,15 +371,15 @@ def fit(
     val_loader: Iterable | None = None,
     *,
     epochs: int = 10,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
+    lr: float | None = None,
+    weight_decay: float | None = None,
     optimizer: str | torch.optim.Optimizer = "adam",
     scheduler: str | None = None,
     device: str | torch.device = "auto",
-    seed: int | None = 0,
+    seed: int | None = None,
     patience: int | None = None,
     grad_clip: float | None = None,
-    amp: bool | None = None,
+    amp: bool = False,
     checkpoint: str | None = None,
     progress: bool = True,
     metrics: dict[str, Callable[[torch.nn.Module, Any], torch.Tensor]] | None = None,
@@ -331,10 +392,20 @@ def fit(
         loss_fn: ``(model, batch) -> scalar tensor``; the batch is already on the device.
         val_loader: optional; enables ``val_loss``, early stopping (``patience`` epochs) and
             restoring the best weights at the end.
-        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a ready optimizer.
+        lr, weight_decay: for an optimizer given by name; default ``1e-3`` and ``0``.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a ready optimizer, which carries its
+            own learning rate and weight decay: passing ``lr`` or ``weight_decay`` with one is a ValueError.
         scheduler: ``None`` or ``"cosine"`` (cosine decay over ``epochs``).
         device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
-        amp: bf16 autocast; default on for CUDA only.
+        seed: ``None`` (default): ``fit`` leaves the global random state (python, numpy, torch) alone;
+            the caller seeds (``seed_everything(n)``) before building the model, whose initial weights
+            ``fit`` never redraws. An integer ``n`` calls ``seed_everything(n)`` before the first epoch,
+            which seeds the data order of loaders that draw from the global generators (a ``DataLoader``
+            shuffling without its own ``generator``; a :class:`TensorBatches` keeps its own seed) and the
+            training randomness (dropout, random augmentation inside ``loss_fn``).
+        amp: opt-in bf16 autocast of the forward pass and the loss (default ``False``: float32). It needs a
+            CUDA device that supports bfloat16 (``torch.cuda.is_bf16_supported()``); on any other device (CPU,
+            MPS) ``amp=True`` raises a ValueError rather than silently training in float32.
         checkpoint: a name; the best weights are saved to ``cache_dir()/checkpoints/<name>.pt``.
         metrics: extra validation metrics ``name -> (model, batch) -> tensor`` (batch means).
         compile: train through :class:`CompileOrEager` (``torch.compile`` with an eager fallback); it pays
@@ -354,18 +425,36 @@ def fit(
         raise TypeError("loss_fn must be callable as loss_fn(model, batch) -> scalar tensor")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if isinstance(optimizer, torch.optim.Optimizer):
+        given = [f"{name}={value!r}" for name, value in (("lr", lr), ("weight_decay", weight_decay)) if value is not None]
+        if given:
+            raise ValueError(f"fit: got a ready optimizer ({type(optimizer).__name__}) and {' and '.join(given)}; a ready "
+                             "optimizer carries its own learning rate and weight decay, so these would be ignored. "
+                             f"Set them when building the optimizer (e.g. torch.optim.{type(optimizer).__name__}"
+                             "(model.parameters(), lr=..., weight_decay=...)) and drop them from fit(...), or pass "
+                             "the optimizer by name (optimizer='adam') together with lr and weight_decay")
+    else:
+        lr = 1e-3 if lr is None else lr
+        weight_decay = 0.0 if weight_decay is None else weight_decay
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if isinstance(weight_decay, bool) or not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if not isinstance(amp, bool):
+        raise ValueError(f"amp must be True (bf16 autocast on a CUDA GPU) or False (float32, the default), got {amp!r}")
     if patience is not None and val_loader is None:
         raise ValueError("patience (early stopping) needs a val_loader")
     if scheduler not in (None, "cosine"):
         raise ValueError(f"scheduler must be None or 'cosine', got {scheduler!r}")
 
     dev = resolve_device(device)
+    if amp and not (dev.type == "cuda" and torch.cuda.is_bf16_supported()):
+        raise ValueError(f"amp=True (bf16 autocast) needs a CUDA GPU with bfloat16 support; this run trains on "
+                         f"{dev}{' (no bfloat16 on this GPU)' if dev.type == 'cuda' else ''}. Pass amp=False (the "
+                         "default, float32) or train on such a GPU")
     if seed is not None:
         seed_everything(seed)
     model.to(dev)
-    use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
 
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
@@ -388,7 +477,7 @@ def fit(
         total, count = 0.0, 0
         for batch in train_loader:
             batch = to_device(batch, dev)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
                 loss = loss_fn(step_model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fit: loss became {loss.item()} at epoch {epoch}; lower lr or check the data")

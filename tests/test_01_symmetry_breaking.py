@@ -329,9 +329,25 @@ def test_viz_static(monkeypatch):
 
     monkeypatch.setenv("SYMVIZ_STATIC", "1")
     task = symbreak.node_pick(n=6, n_train=8, n_test=4)
-    models = {"equivariant": EMLP(task.rep_in, task.rep_out, hidden=2).double()}
-    fig = vz.symmetry_breaking_widget({"hexagon": (task, models, task.x_sym[0])}, static_elements=(0, 7))
-    assert fig is not None
+    model = EMLP(task.rep_in, task.rep_out, hidden=2).double()
+    x = task.x_sym[0].double()
+    fig = vz.symmetry_breaking_widget({"hexagon": (task, {"equivariant": model}, x)}, static_elements=(0, 7))
+    # one row per static element: the moved input, then the model's answer to it
+    assert len(fig.subfigs) == 2 and len(fig.axes) == 4
+    for sf, g, name in zip(fig.subfigs, (0, 7), ("rotate 0°", "mirror #1")):
+        assert sf._suptitle.get_text() == "hexagon"
+        ax_in, ax_out = sf.axes
+        gx = task.rep_in.act(g, x)
+        with torch.no_grad():
+            out = model(gx[None])
+        loss = float(task.loss(out, gx[None])[0])
+        assert ax_in.get_title() == f"input, {name}"
+        assert ax_out.get_title() == f"equivariant\nloss {loss:.3f}"
+        assert np.allclose(ax_in.collections[0].get_array(), gx.numpy())          # node colours: g·x
+        assert np.allclose(ax_out.collections[0].get_array(), task.decode(out)[0].numpy())
+    # the answer moved with the input: what row 2 shows is g·(what row 1 shows)
+    ans0, ans7 = (torch.as_tensor(np.asarray(sf.axes[1].collections[0].get_array())) for sf in fig.subfigs)
+    assert torch.allclose(task.rep_out.act(7, ans0.double()), ans7.double(), atol=1e-6)
     plt.close("all")
     assert vz.element_label(task.group, 7) == "mirror #1"
     with pytest.raises(ValueError, match="at least one"):

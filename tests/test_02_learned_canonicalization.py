@@ -14,9 +14,10 @@ from symviz.nn.canonical import (C4ImageCanonicalizer, CanonicalizedModel, CnIma
                                      MomentImageCanonicalizer, PCAFrameCanonicalizer, PointFrameCanonicalizer,
                                      PointNetClassifier, canonical_frame_consistency, gram_schmidt, pose_spread, rotate_images_cn,
                                      rotation_angle, straight_through_onehot)
-from symviz.chapters.ch02_learned_canonicalization.experiments import (IMAGE_MODELS, POINTSET_MODELS, TensorBatches, accuracy, c4_invariance_error,
+from symviz.chapters.ch02_learned_canonicalization.experiments import (IMAGE_MODELS, POINTSET_MODELS, TensorBatches, accuracy,
                                                  make_image_model, make_pointset_model, se3_invariance_error,
                                                  train_classifier)
+from symviz.equivariance import rot90_invariance_error
 from symviz.nn.gcnn import P4CNN, P4GroupConv, P4LiftingConv, SmallCNN
 
 GEN = torch.Generator().manual_seed(0)
@@ -100,7 +101,8 @@ def test_wrapper_invariant_for_classification_and_vanilla_is_not():
     assert res.scores.shape == (6, 4) and res.element.dtype == torch.long
     for k in (1, 2, 3):
         assert torch.equal(model(rot(x, k)), y)
-    assert c4_invariance_error(SmallCNN(1, 5, 8).double(), x) > 1e-3
+    assert rot90_invariance_error(SmallCNN(1, 5, 8).double(), x) > 1e-2
+    assert rot90_invariance_error(model, x) == 0.0      # the backbone sees bit-identical canonical images
 
 
 def test_wrapper_equivariant_for_dense_outputs():
@@ -127,7 +129,11 @@ def test_p4cnn_invariant_float64():
     torch.manual_seed(0)
     net = P4CNN(1, 4, 4).double()
     x = torch.rand(3, 1, 12, 12, dtype=torch.float64, generator=GEN)
-    assert c4_invariance_error(net, x) < 1e-12
+    assert rot90_invariance_error(net, x) < 1e-12
+    with pytest.raises(ValueError, match="hidden"):
+        P4CNN(1, 4, hidden=0)
+    with pytest.raises(ValueError, match="hidden"):
+        SmallCNN(1, 4, hidden=0)
 
 
 # ---------------------------------------------------------------- point sets
@@ -267,11 +273,18 @@ def test_models_build_and_train_briefly():
     x = torch.rand(40, 1, 12, 12, generator=GEN)
     y = torch.arange(40) % 2
     for kind in IMAGE_MODELS:
-        m = make_image_model(kind, 2, width=4, canon_hidden=4)
+        m = make_image_model(kind, 2, hidden=4, canon_hidden=4)
         assert m(x[:3]).shape == (3, 2)
-    m = make_image_model("learned", 2, width=4, canon_hidden=4)
+    m = make_image_model("learned", 2, hidden=4, canon_hidden=4)
     res = train_classifier(m, x, y, epochs=2, device="cpu", batch_size=20)
     assert len(res.history) == 2 and 0.0 <= accuracy(m, x, y) <= 1.0
+
+
+def test_accuracy_is_the_one_of_symviz_train():
+    import symviz.chapters.ch02_learned_canonicalization.experiments as experiments
+    import symviz.train
+
+    assert accuracy is symviz.train.accuracy and "accuracy" in experiments.__all__
     for kind in POINTSET_MODELS:
         assert make_pointset_model(kind, 3, hidden=8, canon_hidden=4)(torch.randn(2, 6, 3)).shape == (2, 3)
 
@@ -281,6 +294,30 @@ def test_check_gram_schmidt_frame_accepts_reference_and_rejects_mistakes():
     assert not check_gram_schmidt_frame(lambda a, b: gram_schmidt(a, b).transpose(-1, -2))
     assert not check_gram_schmidt_frame(lambda a, b: torch.stack([a, b, torch.linalg.cross(a, b, dim=-1)], -1))
     assert not check_gram_schmidt_frame(lambda a, b: 1 / 0)
+
+
+def test_check_gram_schmidt_frame_rejects_a_frame_that_ignores_rotations(capsys):
+    # right at the check's own vectors (so orthonormality, det and the reference comparison pass), but it
+    # returns those frames whatever the input: check_equivariance must catch it and say so
+    first = {}
+
+    def lazy(a, b):
+        first.setdefault("ab", (a.clone(), b.clone()))
+        return gram_schmidt(*first["ab"])
+
+    res = check_gram_schmidt_frame(lazy)
+    assert not res and res.message.startswith("not equivariant") and "relative error" in res.message
+    assert "NOT YET: not equivariant" in capsys.readouterr().out
+
+    def fails_when_rotated(a, b):
+        first.setdefault("calls", 0)
+        first["calls"] += 1
+        if first["calls"] > 1:
+            raise RuntimeError("boom")
+        return gram_schmidt(a, b)
+
+    res = check_gram_schmidt_frame(fails_when_rotated)
+    assert not res and "RuntimeError on rotated vectors: boom" in res.message
 
 
 # ---------------------------------------------------------------- bad inputs

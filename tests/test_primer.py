@@ -11,6 +11,10 @@ def test_symmetries_of_the_three_models():
     x = torch.randn(6, 3)
     e3 = E3PointNet().double()
     assert check_equivariance(e3, (x,), ("point",), ("scalar", "vector"), group="E(3)xS_n").max_error < 1e-8
+    out = e3(x.double())                                   # a named tuple: scalar (1,), vector (3,) for one set
+    assert out.scalar.shape == (1,) and out.vector.shape == (3,) and torch.equal(out[1], out.vector)
+    assert e3(x.double()[None]).vector.shape == (1, 3)
+    assert check_equivariance(e3, (x,), ("point",), ("scalar", "scalar"), group="SO(3)").max_error > 1e-3  # the vector turns
     ds = DeepSets().double()
     assert check_equivariance(ds, (x,), ("point",), "scalar", group="S_n").max_error < 1e-12
     assert check_equivariance(ds, (x,), ("point",), "scalar", group="SO(3)").max_error > 1e-3

@@ -36,11 +36,186 @@ def test_fit_is_reproducible_by_seed():
 
 
 def test_early_stopping_stops_and_restores_best_weights():
+    # validation targets that contradict the training targets: training makes the validation loss worse
+    # after a few epochs, so early stopping must end the run long before `epochs`
+    g = torch.Generator().manual_seed(1)
+    xv = torch.randn(64, 4, generator=g)
+    val = [(xv, -(xv @ torch.tensor([1.0, -1.0, 0.5, 2.0])))]
+    train.seed_everything(0)
     model = torch.nn.Linear(4, 1)
-    res = train.fit(model, _loss, _data(), _data(64, 1), epochs=60, lr=0.05, patience=3, progress=False)
-    assert len(res.history) <= 60
-    best = train.evaluate(res.model, _loss, _data(64, 1))
-    assert best == pytest.approx(res.best_val_loss, rel=1e-5)
+    epochs, patience = 60, 3
+    res = train.fit(model, _loss, _data(), val, epochs=epochs, lr=0.05, patience=patience, progress=False)
+    h = res.history
+    assert len(h) == res.best_epoch + patience < epochs, "stopped `patience` epochs after the best one, early"
+    best = h["val_loss"].min()
+    assert h["val_loss"].iloc[res.best_epoch - 1] == best
+    assert (h["val_loss"].iloc[res.best_epoch:] >= best).all(), "no improvement in the epochs it waited"
+    assert h["val_loss"].iloc[-1] > best          # the last epoch's weights are worse than the best ones...
+    assert train.evaluate(res.model, _loss, val) == pytest.approx(best, rel=1e-6)   # ...and were replaced
+
+
+def test_amp_is_opt_in_and_refused_where_there_is_no_bf16_autocast():
+    import inspect
+
+    assert inspect.signature(train.fit).parameters["amp"].default is False
+    seen = []
+
+    def loss(m, b):
+        seen.append(torch.is_autocast_enabled(b[0].device.type))
+        return _loss(m, b)
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    train.fit(torch.nn.Linear(4, 1), loss, _data(), epochs=1, device=dev, progress=False)
+    assert seen and not any(seen), "float32 unless amp=True is asked for"
+    with pytest.raises(ValueError, match=r"amp=True \(bf16 autocast\) needs a CUDA GPU.*cpu.*amp=False"):
+        train.fit(torch.nn.Linear(4, 1), _loss, _data(), epochs=1, device="cpu", amp=True, progress=False)
+    with pytest.raises(ValueError, match="amp must be True"):
+        train.fit(torch.nn.Linear(4, 1), _loss, _data(), epochs=1, device="cpu", amp=None, progress=False)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()), reason="needs a GPU with bf16")
+def test_amp_true_autocasts_on_a_cuda_gpu():
+    seen = []
+
+    def loss(m, b):
+        out = m(b[0])
+        seen.append(out.dtype)
+        return ((out.squeeze(-1).float() - b[1]) ** 2).mean()
+
+    res = train.fit(torch.nn.Linear(4, 1), loss, _data(), epochs=2, device="cuda", amp=True, progress=False)
+    assert seen and set(seen) == {torch.bfloat16} and res.device.type == "cuda"
+    assert next(res.model.parameters()).dtype == torch.float32      # weights stay float32
+
+
+def test_a_ready_optimizer_carries_lr_and_weight_decay_and_fit_refuses_both():
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for given in ({"lr": 0.05}, {"weight_decay": 0.0}, {"lr": 1e-3, "weight_decay": 1e-4}):
+        with pytest.raises(ValueError, match=r"ready optimizer \(Adam\) and (lr|weight_decay)=.*would be ignored.*"
+                                             r"drop them from fit"):
+            train.fit(model, _loss, _data(), optimizer=opt, progress=False, **given)
+    # the optimizer alone: trained with its own learning rate, exactly as fit's own Adam with that lr
+    train.seed_everything(0)
+    a = torch.nn.Linear(4, 1)
+    b = torch.nn.Linear(4, 1)
+    b.load_state_dict(a.state_dict())
+    ha = train.fit(a, _loss, _data(), epochs=3, optimizer=torch.optim.Adam(a.parameters(), lr=0.05),
+                   progress=False).history
+    hb = train.fit(b, _loss, _data(), epochs=3, lr=0.05, progress=False).history
+    assert ha["train_loss"].tolist() == hb["train_loss"].tolist()
+
+
+def test_an_optimizer_by_name_gets_lr_1e3_and_no_weight_decay_by_default(monkeypatch):
+    made = []
+
+    class SpyAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            made.append(kwargs)
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", SpyAdam)
+    train.fit(torch.nn.Linear(4, 1), _loss, _data(), epochs=1, progress=False)
+    train.fit(torch.nn.Linear(4, 1), _loss, _data(), epochs=1, lr=0.2, weight_decay=0.1, progress=False)
+    assert made == [{"lr": 1e-3, "weight_decay": 0.0}, {"lr": 0.2, "weight_decay": 0.1}]
+
+
+def _rng_states():
+    import random
+
+    import numpy as np
+
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+def _same_states(a, b):
+    return torch.equal(a[0], b[0]) and (a[1] == b[1]).all() and a[2] == b[2]
+
+
+def test_fit_leaves_the_global_rng_alone_without_seed_and_seeds_it_with_one():
+    loader = train.TensorBatches(torch.randn(32, 4), torch.randn(32), batch_size=8, seed=0)   # its own generator
+    train.seed_everything(123)
+    model = torch.nn.Linear(4, 1)                       # the caller seeds, builds the model, then calls fit
+    before = _rng_states()
+    train.fit(model, _loss, loader, epochs=2, progress=False)
+    assert _same_states(_rng_states(), before), "seed=None (the default) must not touch the global RNGs"
+    train.fit(torch.nn.Linear(4, 1), _loss, loader, epochs=2, seed=5, progress=False)
+    after_fit = _rng_states()
+    train.seed_everything(5)
+    assert _same_states(after_fit, _rng_states()), "seed=5 seeds python, numpy and torch before training"
+
+
+class _Tagger(torch.nn.Module):
+    """Logits that pick class ``round(x[:, 0]) % 3``, behind BatchNorm and dropout (train mode would change them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(1, affine=False)
+        self.drop = torch.nn.Dropout(0.9)
+        self.grad_enabled = []
+
+    def forward(self, x):
+        self.grad_enabled.append(torch.is_grad_enabled())
+        k = self.drop(self.bn(x[:, :1])).round().long().squeeze(-1) % 3
+        return torch.nn.functional.one_hot(k, 3).float()
+
+
+def test_accuracy_equals_a_plain_loop_at_every_batch_size_and_restores_the_mode():
+    from symviz.train import accuracy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 6, (10, 2), generator=g).float()
+    y = torch.randint(0, 3, (10,), generator=g)
+    model = _Tagger()
+    model.eval()
+    expected = sum(int(model(x[i:i + 1]).argmax(-1) == y[i]) for i in range(10)) / 10   # one example at a time
+    assert 0 < expected < 1
+    model.train()
+    stats = model.bn.running_mean.clone()
+    for bs in (1, 3, 4, 9, 10, 11, 500):                 # 10 % bs != 0: a short last batch
+        model.grad_enabled.clear()
+        assert accuracy(model, x, y, batch_size=bs) == expected, f"batch_size={bs}"
+        assert len(model.grad_enabled) == -(-10 // bs) and not any(model.grad_enabled), "every batch once, no grad"
+        assert model.training and model.bn.training and model.drop.training, "train mode restored"
+    assert torch.equal(model.bn.running_mean, stats), "evaluated in eval mode: BatchNorm statistics untouched"
+    model.eval()
+    assert accuracy(model, x, y, 4, "cpu") == expected and not model.training, "eval mode stays eval mode"
+    assert accuracy(model, x, y.to(torch.int32)) == expected
+    assert accuracy(torch.nn.Identity(), torch.eye(3), torch.tensor([0, 1, 0])) == 2 / 3   # no parameters: CPU
+
+
+def test_accuracy_runs_where_the_model_is_unless_a_device_is_given(monkeypatch):
+    from symviz.train import accuracy
+
+    model = torch.nn.Linear(2, 3)
+    x, y = torch.randn(5, 2), torch.tensor([0, 1, 2, 0, 1])
+    moves = []
+    real_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moves.append(a) or real_to(self, *a, **k))
+    accuracy(model, x, y)
+    assert moves == [], "no device given: the model stays where it is"
+    accuracy(model, x, y, device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
+    if torch.cuda.is_available():
+        moves.clear()
+        acc = accuracy(model, x, y, device="cuda")
+        assert acc == accuracy(model, x, y) and next(model.parameters()).device.type == "cpu", "moved back"
+        assert [m[0].type for m in moves] == ["cuda", "cpu"]
+
+
+def test_accuracy_bad_inputs():
+    from symviz.train import accuracy
+
+    m = torch.nn.Linear(2, 3)
+    with pytest.raises(ValueError, match="same length"):
+        accuracy(m, torch.randn(4, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="no examples"):
+        accuracy(m, torch.randn(0, 2), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch_size"):
+        accuracy(m, torch.randn(4, 2), torch.zeros(4, dtype=torch.long), batch_size=0)
+    with pytest.raises(ValueError, match=r"labels of shape \(N,\)"):
+        accuracy(m, torch.randn(4, 2), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="device must be one of"):
+        accuracy(m, torch.randn(4, 2), torch.zeros(4, dtype=torch.long), device="tpu")
 
 
 def test_metrics_are_recorded():
@@ -74,6 +249,8 @@ def test_bad_arguments_give_clear_errors():
         train.fit(lambda x: x, _loss, _data())
     with pytest.raises(ValueError, match="optimizer"):
         train.fit(torch.nn.Linear(4, 1), _loss, _data(), optimizer="lbfgs")
+    with pytest.raises(ValueError, match="weight_decay must be"):
+        train.fit(torch.nn.Linear(4, 1), _loss, _data(), weight_decay=-1.0)
     with pytest.raises(FloatingPointError, match="lower lr"):
         train.fit(torch.nn.Linear(4, 1), lambda m, b: torch.tensor(float("nan"), requires_grad=True), _data(), progress=False)
     if not torch.cuda.is_available():

@@ -27,15 +27,16 @@ array of per-site features per structure that you computed yourself.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections import namedtuple
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 __all__ = [
-    "CrystalGraph", "GraphBatch", "structures_to_graphs", "structure_to_graph", "collate_graphs",
+    "CrystalGraph", "GraphBatch", "GRAPH_TENSORS", "structures_to_graphs", "structure_to_graph", "collate_graphs",
     "cgcnn_element_features", "onehot_element_features", "MAX_Z", "MIN_DISTANCE",
 ]
 
@@ -74,29 +75,28 @@ class CrystalGraph:
         return int(self.edge_index.shape[1])
 
 
-class GraphBatch(NamedTuple):
+GRAPH_TENSORS = tuple(f.name for f in fields(CrystalGraph) if f.name != "meta")
+"""The tensors of a :class:`CrystalGraph` (all its fields but ``meta``); a :class:`GraphBatch` holds the same ones."""
+
+
+class GraphBatch(namedtuple("GraphBatch", ("num_nodes", "batch") + GRAPH_TENSORS, defaults=(None, None))):
     """Many crystal graphs glued into one disconnected graph (what :func:`collate_graphs` returns).
 
-    A NamedTuple, so ``symviz.train.fit`` moves it to the device and counts crystals for you.
+    A named tuple, so ``symviz.train.fit`` moves it to the device and counts crystals for you. Its fields
+    are ``num_nodes`` and ``batch`` followed by the tensors of :class:`CrystalGraph`
+    (:data:`GRAPH_TENSORS`, concatenated over the crystals; ``y`` and ``node_y`` default to None).
 
     Attributes:
         num_nodes: ``(B,)`` int64, number of sites of each of the ``B`` crystals.
+        batch: ``(N,)`` int64, which crystal (0..B-1) each node belongs to.
         node_features: ``(N, F)`` all nodes of all crystals (``N = num_nodes.sum()``).
         atomic_numbers: ``(N,)``.
         edge_index: ``(2, E)`` with node indices offset into the big graph.
         distances: ``(E,)``.
-        batch: ``(N,)`` int64, which crystal (0..B-1) each node belongs to.
         y: ``(B, n_targets)`` or None; node_y: ``(N, k)`` or None.
     """
 
-    num_nodes: torch.Tensor
-    node_features: torch.Tensor
-    atomic_numbers: torch.Tensor
-    edge_index: torch.Tensor
-    distances: torch.Tensor
-    batch: torch.Tensor
-    y: torch.Tensor | None = None
-    node_y: torch.Tensor | None = None
+    __slots__ = ()
 
     @property
     def num_graphs(self) -> int:

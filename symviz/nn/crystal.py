@@ -302,7 +302,7 @@ class OrbitCGCNN(nn.Module):
     shared, so each edge orbit is described by invariants of its bonds
     (:func:`symviz.data.crystals.orbit_edge_features`) and CGCNN's gated filter (eq. 5 of Xie &
     Grossman) reads them next to the distance: bonds of equal length in different orbits get different
-    messages. ``forward((batch, edge_features))`` with a ``GraphBatch`` and ``edge_features: (E, F)``
+    messages. ``forward(batch, edge_features)`` with a ``GraphBatch`` and ``edge_features: (E, F)``
     -> ``(num_graphs, 1)``. With ``use_orbits=False`` the descriptors are zeroed: plain CGCNN with the
     same graph and size (the ablation).
     """
@@ -319,10 +319,13 @@ class OrbitCGCNN(nn.Module):
         self.base.convs = nn.ModuleList([CGConv(hidden, n_gaussians + orbit_dim, batch_norm) for _ in range(n_conv)])
         self.orbit_dim, self.use_orbits = orbit_dim, use_orbits
 
-    def forward(self, inputs: tuple) -> torch.Tensor:
+    def forward(self, batch, edge_features: torch.Tensor) -> torch.Tensor:
         from symviz.nn.cgcnn import scatter_mean
 
-        batch, ef = inputs
+        ef = edge_features
+        if not torch.is_tensor(ef):
+            raise TypeError(f"OrbitCGCNN: edge_features must be a tensor (num_edges, {self.orbit_dim}), "
+                            f"got {type(ef).__name__}")
         if ef.ndim != 2 or ef.shape[1] != self.orbit_dim or ef.shape[0] != batch.edge_index.shape[1]:
             raise ValueError(f"OrbitCGCNN: edge_features must be (num_edges={batch.edge_index.shape[1]}, "
                              f"{self.orbit_dim}), got {tuple(ef.shape)}")
@@ -338,7 +341,7 @@ class OrbitCGCNN(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# training recipe for the alloy task (uses symviz.train.fit)
+# measuring the space-group symmetry of a model
 # ----------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -346,11 +349,17 @@ def symmetry_errors(model: nn.Module, x: torch.Tensor, perms: torch.Tensor, ops:
                     chunk: int = 512) -> dict:
     """How far ``model`` is from the space group's symmetry, over the operations ``ops`` (default all).
 
-    ``energy``: ``max_g max_b |E(x_b[p_g]) - E(x_b)| / max|E(x)|`` (invariance, relative);
-    ``site``: ``max_g max |s(x[p_g]) - s(x)[p_g]| / max|s(x)|`` (equivariance, relative), or NaN when
-    the model has no per-site output. ``x: (batch, n)`` occupancies; ``perms: (m, n)``; ``chunk``:
-    configurations per forward pass.
+    Relative errors as :func:`symviz.equivariance.relative_error` defines them, one item per
+    configuration ``x_b`` and operation ``g``, the worst one returned:
+
+    * ``energy``: ``|E(x_b[p_g]) − E(x_b)| / (max(|E(x_b)|, 1e-3 · max_b' |E(x_b')|) + 1e-12)`` (invariance);
+    * ``site``: ``‖s(x_b[p_g]) − s(x_b)[p_g]‖ / (max(‖s(x_b)‖, 1e-3 · max_b' ‖s(x_b')‖) + 1e-12)``
+      (equivariance; Euclidean norms over the sites), or NaN when the model has no per-site output.
+
+    ``x: (batch, n)`` occupancies; ``perms: (m, n)``; ``chunk``: configurations per forward pass.
     """
+    from symviz.equivariance import relative_error
+
     if x.ndim != 2 or perms.ndim != 2 or perms.shape[1] != x.shape[1]:
         raise ValueError(f"symmetry_errors: need x (batch, n) and perms (m, n) with the same n, got "
                          f"{tuple(x.shape)} and {tuple(perms.shape)}")
@@ -359,8 +368,6 @@ def symmetry_errors(model: nn.Module, x: torch.Tensor, perms: torch.Tensor, ops:
     dtype = next(model.parameters()).dtype
     x = x.to(dtype)
     ref = model(x)
-    e_scale = float(ref.energy.abs().max().clamp(min=1e-12))
-    s_scale = float(ref.site.abs().max().clamp(min=1e-12)) if ref.site is not None else 1.0
     e_err, s_err = 0.0, (0.0 if ref.site is not None else float("nan"))
     ops = torch.arange(perms.shape[0]) if ops is None else torch.as_tensor(list(ops), dtype=torch.long)
     B, n = x.shape
@@ -369,10 +376,12 @@ def symmetry_errors(model: nn.Module, x: torch.Tensor, perms: torch.Tensor, ops:
         P = perms[ops[start:start + per_chunk]]                              # (k, n)
         xg = x[:, P].transpose(0, 1).reshape(-1, n)                          # (k*B, n): x_b[p_g]
         out = model(xg)
-        e_err = max(e_err, float((out.energy.reshape(len(P), B) - ref.energy).abs().max()) / e_scale)
+        e_diff = out.energy.reshape(len(P), B) - ref.energy                  # (k, B)
+        e_err = max(e_err, float(relative_error(e_diff[..., None], ref.energy[:, None], dim=-1).max()))
         if ref.site is not None:
             moved = ref.site[:, P].transpose(0, 1)                           # (k, B, n): s(x_b)[p_g]
-            s_err = max(s_err, float((out.site.reshape(len(P), B, n) - moved).abs().max()) / s_scale)
+            s_diff = out.site.reshape(len(P), B, n) - moved
+            s_err = max(s_err, float(relative_error(s_diff, ref.site, dim=-1).max()))
     model.train(was)
     return {"energy": e_err, "site": s_err}
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from symviz.equivariance import relative_error
 from symviz.groups import FiniteGroup, PermutationGroup  # PermutationGroup re-exported for emlp users
 from symviz.reps import (Representation, SumRep, as_sumrep, equivariant_basis, fixed_basis, generators,
                          graph_automorphism_group, stabilizer_elements)
@@ -51,8 +52,6 @@ __all__ = [
     "RelaxedEMLP", "NoiseEMLP", "CanonicalRelaxed", "stabilizer_elements",
     "relaxed_equivariance_violation", "equivariance_violation", "generators",
 ]
-
-EPS = 1e-12
 
 
 class EquivariantLinear(nn.Module):
@@ -341,17 +340,15 @@ def _violations(f: Callable, x: torch.Tensor, rep_in, rep_out, relaxed: bool, el
             raise ValueError(f"f(x) must have shape ({x.shape[0]}, {rep_out.dim}), got {tuple(y.shape)}")
         y = y.to(torch.float64)
         stabs = [stabilizer_elements(xb, rep_in, tol) if relaxed else [0] for xb in x]
-        # relative to each output's size, but outputs 1000x smaller than the batch's largest
-        # (e.g. an equivariant model's ~1e-16 output at a fully symmetric input) count as zero
-        norm = y.norm(dim=-1)
-        norm = torch.clamp(norm, min=1e-3 * float(norm.max())) + EPS
+        # one item per input, floored at 1e-3 of the batch's largest output (symviz.equivariance.relative_error)
+        scale = y.norm(dim=-1).max()
         worst = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         for g in elements:
             yg = f(rep_in.act(g, x)).to(torch.float64)
             for bi, H in enumerate(stabs):
                 gh = [G.compose(g, h) for h in H]
-                cand = torch.einsum("hij,j->hi", out_mats[gh].to(y), y[bi])  # ρ_out(g h) f(x)
-                err = (cand - yg[bi]).norm(dim=-1).min() / norm[bi]
+                cand = torch.einsum("hij,j->hi", out_mats[gh].to(y), y[bi])  # ρ_out(g h) f(x), same norm as f(x)
+                err = relative_error(yg[bi] - cand, y[bi], dim=-1, scale=scale).min()
                 worst[bi] = torch.maximum(worst[bi], err)
     return worst
 
@@ -360,9 +357,9 @@ def relaxed_equivariance_violation(f: Callable, x: torch.Tensor, rep_in, rep_out
                                    tol: float = 1e-6, reduce: str = "max"):
     """How far ``f`` is from relaxed equivariance on inputs ``x: (B, d_in)``:
 
-    ``max_g min_{h ∈ G_x} ‖f(g·x) − ρ_out(g·h) f(x)‖ / ‖f(x)‖``
+    ``max_g min_{h ∈ G_x} ‖f(g·x) − ρ_out(g·h) f(x)‖ / (max(‖f(x)‖, 1e-3 · max_batch ‖f(x')‖) + 1e-12)``
 
-    with ``‖f(x)‖`` clamped below at 1e-3 times the largest output norm of the batch (Kaba &
+    for each input (:func:`symviz.equivariance.relative_error`, one item per input; Kaba &
     Ravanbakhsh 2023, relaxed equivariance: ``f(g·x) ∈ {g·h·f(x) : h ∈ G_x}``). ``G_x`` is found numerically
     (relative tolerance ``tol``). ``elements``: the ``g`` to try (default: all). ``reduce="max"``
     returns a float, ``"none"`` the per-input values ``(B,)``.

@@ -12,7 +12,7 @@ exactly C4-invariant logits.
 
     >>> import torch
     >>> torch.manual_seed(0) and None
-    >>> net = P4CNN(in_channels=1, n_classes=3, width=4).double()
+    >>> net = P4CNN(in_channels=1, n_classes=3, hidden=4).double()
     >>> x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
     >>> bool(torch.allclose(net(x), net(torch.rot90(x, 1, dims=(-2, -1))), atol=1e-10))
     True
@@ -33,6 +33,11 @@ def _check_square(x: torch.Tensor, ndim: int, who: str, shape: str) -> None:
         raise ValueError(f"{who}: expected a tensor of shape {shape}, got {getattr(x, 'shape', type(x))}")
     if x.shape[-1] != x.shape[-2]:
         raise ValueError(f"{who}: exact 90° rotations need square feature maps, got H, W = {tuple(x.shape[-2:])}")
+
+
+def _check_hidden(hidden: int, who: str) -> None:
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"{who}: hidden (channels) must be a positive integer, got {hidden!r}")
 
 
 class P4LiftingConv(nn.Module):
@@ -94,15 +99,17 @@ class P4CNN(nn.Module):
     """Lifting conv, two group convs, 2x2 max-pools, then max over rotations and mean over space.
 
     ``x: (B, C, H, W) -> logits (B, n_classes)``, exactly invariant to ``rot90`` when H and W are
-    divisible by 4 (so that each 2x2 pooling tiles the rotated map the same way).
+    divisible by 4 (so that each 2x2 pooling tiles the rotated map the same way). ``hidden``: channels per
+    rotation of the first two layers (the last has ``2 * hidden``).
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 8, kernel_size: int = 3):
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, hidden: int = 8, kernel_size: int = 3):
         super().__init__()
-        self.lift = P4LiftingConv(in_channels, width, kernel_size)
-        self.g1 = P4GroupConv(width, width, kernel_size)
-        self.g2 = P4GroupConv(width, 2 * width, kernel_size)
-        self.head = nn.Linear(2 * width, n_classes)
+        _check_hidden(hidden, type(self).__name__)
+        self.lift = P4LiftingConv(in_channels, hidden, kernel_size)
+        self.g1 = P4GroupConv(hidden, hidden, kernel_size)
+        self.g2 = P4GroupConv(hidden, 2 * hidden, kernel_size)
+        self.head = nn.Linear(2 * hidden, n_classes)
 
     @staticmethod
     def _pool(f: torch.Tensor) -> torch.Tensor:
@@ -122,20 +129,21 @@ class SmallCNN(nn.Module):
     """The unconstrained counterpart (same depth): three convs, two max-pools, a 3x3 average pool, MLP.
 
     ``x: (B, C, H, W) -> logits (B, n_classes)``. Used as the vanilla model and as the backbone of
-    canonicalized models.
+    canonicalized models. ``hidden``: channels of the first two convolutions (the third has ``2 * hidden``).
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 16, kernel_size: int = 3):
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, hidden: int = 16, kernel_size: int = 3):
         super().__init__()
+        _check_hidden(hidden, type(self).__name__)
         pad = kernel_size // 2
         self.in_channels = in_channels
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, width, kernel_size, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, width, kernel_size, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, kernel_size, padding=pad), nn.ReLU(),
+            nn.Conv2d(in_channels, hidden, kernel_size, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(hidden, hidden, kernel_size, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(hidden, 2 * hidden, kernel_size, padding=pad), nn.ReLU(),
             nn.AdaptiveAvgPool2d(3), nn.Flatten(),   # keeps a coarse layout: the CNN knows "up"
         )
-        self.head = nn.Sequential(nn.Linear(18 * width, 2 * width), nn.ReLU(), nn.Linear(2 * width, n_classes))
+        self.head = nn.Sequential(nn.Linear(18 * hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != self.in_channels:

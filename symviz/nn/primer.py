@@ -11,10 +11,19 @@ Shapes: point sets ``x: (batch, n, 3)`` or ``(n, 3)``.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-__all__ = ["SetMLP", "DeepSets", "DeepSetsLayer", "E3PointNet"]
+__all__ = ["SetMLP", "DeepSets", "DeepSetsLayer", "E3PointNet", "E3PointNetOutput"]
+
+
+class E3PointNetOutput(NamedTuple):
+    """What :class:`E3PointNet` returns: ``scalar: (batch, 1)`` (invariant), ``vector: (batch, 3)`` (equivariant)."""
+
+    scalar: torch.Tensor
+    vector: torch.Tensor
 
 
 def _batched(x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, bool]:
@@ -82,7 +91,7 @@ class E3PointNet(nn.Module):
     MLP ``R``), then all pairwise products of these features (an e3nn ``FullyConnectedTensorProduct``)
     into scalars ``0e`` and vectors ``1o``. The scalars go through an MLP (any function of invariants is
     invariant) to one output scalar; the vectors are mixed linearly into one output vector.
-    ``forward(x: (batch, n, 3)) -> (scalar (batch, 1), vector (batch, 3))``.
+    ``forward(x: (batch, n, 3)) ->`` :class:`E3PointNetOutput` ``(scalar (batch, 1), vector (batch, 3))``.
     """
 
     def __init__(self, lmax: int = 2, channels: int = 4, hidden: int = 32):
@@ -98,7 +107,7 @@ class E3PointNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(hidden + channels, hidden), nn.SiLU(), nn.Linear(hidden, 1))
         self.vec = o3.Linear(f"{channels}x1o", "1x1o")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> E3PointNetOutput:
         from e3nn import o3
 
         x, single = _batched(x)
@@ -114,4 +123,4 @@ class E3PointNet(nn.Module):
         scalars = torch.cat([y[:, :self.hidden], feats[:, :self.k]], dim=-1)
         # e3nn >= 0.6 orders l=1 components as Cartesian (x, y, z): D^1(R) = R
         scalar, vec = self.head(scalars), self.vec(y[:, self.hidden:])
-        return (scalar[0], vec[0]) if single else (scalar, vec)
+        return E3PointNetOutput(scalar[0], vec[0]) if single else E3PointNetOutput(scalar, vec)

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from symviz.equivariance import relative_error
 from symviz.nn.emlp import (EMLP, NoiseEMLP, RelaxedEMLP, equivariance_violation, relaxed_equivariance_violation, stabilizer_elements)
 from symviz.reps import as_sumrep
 
@@ -88,20 +89,20 @@ def output_symmetry_error(f, x: torch.Tensor, rep_in, rep_out, tol: float = 1e-6
     """``max_{x, h ∈ G_x} ‖ρ_out(h) f(x) − f(x)‖ / ‖f(x)‖`` on ``x: (B, d_in)``: zero when every output
     is at least as symmetric as its input (``G_x ⊆ G_{f(x)}``, what an equivariant ``f`` must do).
 
-    ``scale``: a typical output norm (e.g. on generic inputs); norms below ``1e-3 · scale`` are
-    clamped, so that an output that should be exactly 0 (an equivariant decoder at ``z = 0``) and is
-    1e-15 does not count as a relative error of order one.
+    Normalised by :func:`symviz.equivariance.relative_error`, one item per input, its floor taken from
+    ``scale``: a typical output norm (e.g. on generic inputs), or the largest ``‖f(x)‖`` here if that is
+    larger. Norms below ``1e-3 · scale`` are raised to it, so that an output that should be exactly 0
+    (an equivariant decoder at ``z = 0``) and is 1e-15 does not count as a relative error of order one.
     """
     rep_in, rep_out = as_sumrep(rep_in), as_sumrep(rep_out)
     worst = 0.0
     with torch.no_grad():
         y = f(x).to(torch.float64)
-        norms = y.norm(dim=-1)
-        ref = float(norms.max()) if scale is None else max(float(scale), float(norms.max()))
-        norms = torch.clamp(norms, min=1e-3 * ref) + 1e-12  # as in relaxed_equivariance_violation
-        for xb, yb, nb in zip(x, y, norms):
+        ref = y.norm(dim=-1).max()
+        ref = ref if scale is None else torch.clamp(ref, min=float(scale))
+        for xb, yb in zip(x, y):
             for h in stabilizer_elements(xb, rep_in, tol):
-                worst = max(worst, float((rep_out.act(h, yb) - yb).norm() / nb))
+                worst = max(worst, float(relative_error(rep_out.act(h, yb) - yb, yb, scale=ref)))
     return worst
 
 

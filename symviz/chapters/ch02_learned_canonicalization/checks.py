@@ -15,11 +15,13 @@ def check_gram_schmidt_frame(frame_fn) -> "CheckResult":
     ``e1 = v1/|v1|``, ``e2 = normalize(v2 − ⟨v2,e1⟩e1)``, ``e3 = e1 × e2``. Checks, in float64, that the
     frames are orthonormal with det +1, equal the reference :func:`symviz.nn.canonical.gram_schmidt`,
     and are equivariant: ``frame_fn(v1 Qᵀ, v2 Qᵀ) = Q · frame_fn(v1, v2)`` for random rotations ``Q``
-    (vectors are row vectors, rotated as ``v @ Q.T``).
+    (vectors are row vectors, rotated as ``v @ Q.T``; the frames' columns rotate as points with 3
+    channels, :func:`symviz.equivariance.check_equivariance`'s ``"point_channels"``), relative error
+    below 1e-8.
     """
     import torch
 
-    from symviz.groups import random_rotation
+    from symviz.equivariance import check_equivariance
     from symviz.nn.canonical import gram_schmidt
 
     g = torch.Generator().manual_seed(7)
@@ -46,11 +48,13 @@ def check_gram_schmidt_frame(frame_fn) -> "CheckResult":
             return verdict(False, "", "your axes are the rows of the matrix: stack them as columns (dim=-1)")
         return verdict(False, "", "orthonormal with det +1, but not the Gram-Schmidt frame of (v1, v2): e1 must "
                                   "point along v1 and e2 lie in the plane of v1 and v2, on v2's side")
-    worst = 0.0
-    for Q in random_rotation(5, dtype=torch.float64, generator=g):
-        moved = frame_fn(v1 @ Q.T, v2 @ Q.T).to(torch.float64)
-        worst = max(worst, float((moved - Q @ F).abs().max()))
-    if worst > 1e-8:
-        return verdict(False, "", f"not equivariant: frame_fn(v Qᵀ) differs from Q·frame_fn(v) by {worst:.2e}")
+    try:
+        worst = check_equivariance(frame_fn, (v1, v2), ("vector", "vector"), "point_channels", group="SO(3)",
+                                   trials=5, seed=7).max_error
+    except Exception as exc:
+        return verdict(False, "", f"your function raised {type(exc).__name__} on rotated vectors: {exc}")
+    if not worst <= 1e-8:
+        return verdict(False, "", f"not equivariant: frame_fn(v Qᵀ) differs from Q·frame_fn(v) by {worst:.2e} "
+                                  "(relative error, worst of 5 random rotations Q)")
     return verdict(True, f"your Gram-Schmidt frame is orthonormal, has det +1, matches the reference and is "
                          f"SO(3)-equivariant (max error {worst:.1e}).", "")

@@ -8,7 +8,7 @@ benchmark share.
 * :func:`make_pointset_model` builds PointNet, PointNet behind PCA frames, and PointNet behind a
   learned SO(3) frame.
 * :func:`train_classifier` trains any of them with :func:`symviz.train.fit` (cross-entropy, Adam).
-* :func:`accuracy` evaluates in batches without gradients.
+* :func:`accuracy` (:func:`symviz.train.accuracy`, re-exported here) evaluates in batches without gradients.
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from symviz.data.rotated_images import random_rot90
-from symviz.train import TensorBatches, fit
+from symviz.train import TensorBatches, accuracy, fit
 from symviz.nn.canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCanonicalizer, PCAFrameCanonicalizer,
                         PointFrameCanonicalizer, PointNetClassifier)
 from symviz.nn.gcnn import P4CNN, SmallCNN
 
 __all__ = ["IMAGE_MODELS", "POINTSET_MODELS", "make_image_model", "make_pointset_model", "train_classifier", "TensorBatches",
-           "accuracy", "rot90_augment", "c4_invariance_error", "se3_invariance_error"]
+           "accuracy", "rot90_augment", "se3_invariance_error"]
 
 IMAGE_MODELS = ("cnn", "cnn_augmented", "moments", "learned", "p4cnn")
 """Names of the image classifiers, in the order the chapter shows them."""
@@ -38,23 +38,23 @@ def rot90_augment(x: torch.Tensor) -> torch.Tensor:
     return random_rot90(x)[0]
 
 
-def make_image_model(kind: str, n_classes: int = 10, width: int = 16, canon_hidden: int = 8,
+def make_image_model(kind: str, n_classes: int = 10, hidden: int = 16, canon_hidden: int = 8,
                      canon_pool: int = 1) -> nn.Module:
     """One of :data:`IMAGE_MODELS`. ``cnn_augmented`` is the plain CNN (augmentation happens in training).
 
-    ``width`` is the CNN's channel count (the P4CNN gets ``width // 2`` per rotation, a similar
+    ``hidden`` is the CNN's channel count (the P4CNN gets ``hidden // 2`` per rotation, a similar
     parameter count); ``canon_hidden`` and ``canon_pool`` size the learned canonicalizer.
     """
     if kind not in IMAGE_MODELS:
         raise ValueError(f"kind must be one of {', '.join(IMAGE_MODELS)}, got {kind!r}")
     if kind in ("cnn", "cnn_augmented"):
-        return SmallCNN(1, n_classes, width)
+        return SmallCNN(1, n_classes, hidden)
     if kind == "moments":
-        return CanonicalizedModel(MomentImageCanonicalizer(4, method="axis"), SmallCNN(1, n_classes, width))
+        return CanonicalizedModel(MomentImageCanonicalizer(4, method="axis"), SmallCNN(1, n_classes, hidden))
     if kind == "learned":
         return CanonicalizedModel(C4ImageCanonicalizer(1, hidden=canon_hidden, pool=canon_pool),
-                                  SmallCNN(1, n_classes, width))
-    return P4CNN(1, n_classes, max(width // 2, 2))
+                                  SmallCNN(1, n_classes, hidden))
+    return P4CNN(1, n_classes, max(hidden // 2, 2))
 
 
 def make_pointset_model(kind: str, n_classes: int, hidden: int = 64, canon_hidden: int = 16) -> nn.Module:
@@ -88,36 +88,6 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
 
     return fit(model, loss_fn, loader, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress,
                desc=type(model).__name__)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Fraction of ``x`` classified as ``y`` (eval mode, batched, on the model's device)."""
-    if len(x) != len(y):
-        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-    was = model.training
-    model.eval()
-    dev = next(model.parameters(), torch.empty(0)).device
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i:i + batch_size].to(dev)).argmax(-1).cpu() == y[i:i + batch_size]).sum())
-    model.train(was)
-    return correct / len(x)
-
-
-@torch.no_grad()
-def c4_invariance_error(model: nn.Module, x: torch.Tensor) -> float:
-    """Worst relative change of ``model``'s outputs when the images ``x: (B, C, H, W)`` are rotated by
-    90°, 180° or 270° (``rot90``, exact): ``max_k ‖f(r^k·x) − f(x)‖ / ‖f(x)‖``."""
-    from symviz.equivariance import invariance_error
-
-    if not torch.is_tensor(x) or x.ndim != 4:
-        raise ValueError(f"x must be images (B, C, H, W), got {getattr(x, 'shape', type(x))}")
-    was = model.training
-    model.eval()
-    err = max(invariance_error(model, x, lambda t, k=k: torch.rot90(t, k, dims=(-2, -1))) for k in (1, 2, 3))
-    model.train(was)
-    return err
 
 
 def se3_invariance_error(model: nn.Module, x: torch.Tensor, trials: int = 5, seed: int = 0) -> float:

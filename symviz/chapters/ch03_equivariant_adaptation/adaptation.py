@@ -16,12 +16,13 @@ was pretrained on. :func:`identity_metric` measures how often that happens.
 
 The canonicalizers and :class:`~symviz.nn.canonical.CanonicalizedModel` come from
 :mod:`symviz.nn.canonical` (chapter 02); this module adds the fine-tuning recipe and the
-evaluation on rotated test sets.
+evaluation on rotated test sets (the exact C4 invariance of the result is measured by
+:func:`symviz.equivariance.rot90_invariance_error`).
 
     >>> import torch
     >>> from symviz.nn.canonical import C4ImageCanonicalizer
     >>> from symviz.chapters.ch03_equivariant_adaptation.pretrained import ResNetBackbone
-    >>> model = AdaptedModel(C4ImageCanonicalizer(hidden=4, pool=2), ResNetBackbone(width=4, blocks=(1,)))
+    >>> model = AdaptedModel(C4ImageCanonicalizer(hidden=4, pool=2), ResNetBackbone(hidden=4, blocks=(1,)))
     >>> x = torch.rand(3, 28, 28)
     >>> bool(torch.allclose(model(x), model(torch.rot90(x, 1, dims=(-2, -1)))))
     True
@@ -40,8 +41,7 @@ from symviz.losses import canonicalization_prior
 from symviz.nn.canonical import C4ImageCanonicalizer, CanonicalizationResult, CanonicalizedModel
 
 __all__ = ["AdaptedModel", "AdaptationResult", "adapt", "identity_metric", "element_histogram", "evaluate_adapted",
-           "rotate_test_set", "evaluate_rotations", "rotation_angles", "invariance_error_c4",
-           "ADAPTATION_RECIPES"]
+           "rotate_test_set", "evaluate_rotations", "rotation_angles", "ADAPTATION_RECIPES"]
 
 #: Fine-tuning recipes. Learning rates (1e-3 for both networks), the optimizer (AdamW) and prior weight
 #: 100 follow the authors' equiadapt example configuration (``examples/images/classification``); the
@@ -243,17 +243,6 @@ def evaluate_adapted(model: AdaptedModel, x: torch.Tensor, y: torch.Tensor, seed
             "histogram": counts}
 
 
-@torch.no_grad()
-def invariance_error_c4(model: nn.Module, x: torch.Tensor) -> float:
-    """``max_{k, i} |f(r^k x_i) - f(x_i)|`` over the four 90° rotations (0 for an exactly C4-invariant f)."""
-    was = model.training
-    model.eval()
-    base = model(x)
-    err = max(float((model(rotate_test_set(x, 90.0 * k)) - base).abs().max()) for k in range(1, 4))
-    model.train(was)
-    return err
-
-
 @dataclass
 class AdaptationResult:
     """What :func:`adapt` returns: the adapted model (eval mode, CPU), its history and timing."""
@@ -351,7 +340,7 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
         }
     loader = TensorBatches(x, y, batch_size=cfg["batch_size"], seed=seed)
     t0 = time.perf_counter()
-    res = fit(model, loss_fn, loader, val_loader, epochs=cfg["epochs"], lr=cfg["lr"], optimizer=opt,
+    res = fit(model, loss_fn, loader, val_loader, epochs=cfg["epochs"], optimizer=opt,
               patience=cfg["patience"] if val_loader is not None else None,
               device=resolve_device(device), seed=seed, progress=progress, metrics=metrics,
               desc=f"adapt (prior weight {prior_weight:g})")

@@ -16,15 +16,14 @@ Any ``torch.nn.Module`` that maps images ``(B, 1, H, W)`` (or ``(B, H, W)``) to 
 ``(B, classes)`` can be adapted by :mod:`symviz.chapters.ch03_equivariant_adaptation.adaptation`; the backbone need not come from
 here. To load your own weights into this architecture, pass ``weights="path/to/file.pt"`` (a
 ``state_dict``, or a dict holding one under ``"state_dict"``, saved with ``torch.save``); nothing is
-trained then. The file must match the architecture given by ``width``/``blocks``.
+trained then. The file must match the architecture given by ``hidden``/``blocks``.
 
-    >>> net = ResNetBackbone(width=4, blocks=(1, 1))
+    >>> net = ResNetBackbone(hidden=4, blocks=(1, 1))
     >>> tuple(net(torch.zeros(2, 28, 28)).shape)
     (2, 10)
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from symviz.train import accuracy  # re-exported: the notebook imports it from here
+
 __all__ = ["ResNetBackbone", "BasicBlock", "BACKBONE_RECIPES", "PretrainedBackbone", "pretrained_backbone",
            "load_upright_data", "accuracy"]
 
@@ -40,8 +41,8 @@ __all__ = ["ResNetBackbone", "BasicBlock", "BACKBONE_RECIPES", "PretrainedBackbo
 #: the first run); "full" has the ResNet-20 layout (3 stages of 3 blocks, He et al. 2016, Sec. 4.2) at
 #: twice its width (1.1M parameters), trained on all 60k upright images, meant for a GPU.
 BACKBONE_RECIPES: dict[str, dict] = {
-    "quick": dict(width=16, blocks=(1, 1), stem_stride=2, n_train=12000, epochs=3, lr=3e-3, batch_size=128),
-    "full": dict(width=32, blocks=(3, 3, 3), stem_stride=1, n_train=60000, epochs=30, lr=1e-3, batch_size=128),
+    "quick": dict(hidden=16, blocks=(1, 1), stem_stride=2, n_train=12000, epochs=3, lr=3e-3, batch_size=128),
+    "full": dict(hidden=32, blocks=(3, 3, 3), stem_stride=1, n_train=60000, epochs=30, lr=1e-3, batch_size=128),
 }
 _RECIPE_VERSION = 2  # bump when the training procedure changes: old cache files are then retrained
 
@@ -69,23 +70,23 @@ class BasicBlock(nn.Module):
 class ResNetBackbone(nn.Module):
     """A small ResNet classifier: stem conv, stages of :class:`BasicBlock`, global average pool, linear.
 
-    Stage ``i`` has ``width * 2**i`` channels and halves the resolution (except the first).
+    Stage ``i`` has ``hidden * 2**i`` channels and halves the resolution (except the first).
     Not rotation invariant: it is the "pretrained model" that chapter 03 adapts.
 
     Args:
         in_channels: image channels (1 for Fashion-MNIST).
         num_classes: logits returned.
-        width: channels of the first stage.
+        hidden: channels of the first stage.
         blocks: number of blocks per stage, e.g. ``(3, 3, 3)`` for ResNet-20.
         stem_stride: 2 halves the resolution in the first convolution (cheap CPU models).
     Shapes:
         ``x: (B, H, W)`` or ``(B, in_channels, H, W)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16,
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, hidden: int = 16,
                  blocks: Sequence[int] = (1, 1, 1), stem_stride: int = 1):
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("num_classes", num_classes), ("width", width)):
+        for name, v in (("in_channels", in_channels), ("num_classes", num_classes), ("hidden", hidden)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"ResNetBackbone: {name} must be a positive integer, got {v!r}")
         blocks = tuple(blocks)
@@ -93,13 +94,13 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"ResNetBackbone: blocks must be a non-empty sequence of positive integers, got {blocks!r}")
         if stem_stride not in (1, 2):
             raise ValueError(f"ResNetBackbone: stem_stride must be 1 or 2, got {stem_stride!r}")
-        self.in_channels, self.num_classes, self.width, self.blocks = in_channels, num_classes, width, blocks
+        self.in_channels, self.num_classes, self.hidden, self.blocks = in_channels, num_classes, hidden, blocks
         self.stem_stride = stem_stride
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
-                                  nn.BatchNorm2d(width), nn.ReLU())
-        layers, c = [], width
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, stride=stem_stride, padding=1, bias=False),
+                                  nn.BatchNorm2d(hidden), nn.ReLU())
+        layers, c = [], hidden
         for i, nb in enumerate(blocks):
-            c_out = width * 2 ** i
+            c_out = hidden * 2 ** i
             for j in range(nb):
                 layers.append(BasicBlock(c, c_out, stride=2 if (i > 0 and j == 0) else 1))
                 c = c_out
@@ -128,40 +129,6 @@ class ResNetBackbone(nn.Module):
         return self.head(self.features(x))
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
-             device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy of ``model`` on images ``x: (N, H, W)`` with labels ``y: (N,)``, in eval mode.
-
-    The model runs on ``device`` ("auto" picks a GPU when present) and is moved back afterwards.
-    """
-    if len(x) != len(y):
-        raise ValueError(f"accuracy: x and y must have the same length, got {len(x)} and {len(y)}")
-    if len(y) == 0:
-        raise ValueError("accuracy: no examples given")
-    from symviz.train import resolve_device
-
-    dev = resolve_device(device)
-    params = list(model.parameters())
-    home = params[0].device if params else dev
-    was = model.training
-    model.eval().to(dev)
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(y), batch_size):
-            out = model(x[i:i + batch_size].to(dev))
-            correct += int((out.argmax(-1).cpu() == y[i:i + batch_size]).sum())
-    model.train(was).to(home)
-    return correct / len(y)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_images_once(source: str, split: str):
-    """The notebook and :func:`pretrained_backbone` both need the full splits: decode them once per process."""
-    from symviz.data.images import load_images
-
-    return load_images(source, split)
-
-
 def load_upright_data(n_train: int | None = None, n_test: int | None = None, seed: int = 0,
                       source: str = "fashion_mnist"):
     """Upright train/test images ``(N, 28, 28)`` in [0, 1] and labels from :func:`symviz.data.images.load_images`.
@@ -169,10 +136,11 @@ def load_upright_data(n_train: int | None = None, n_test: int | None = None, see
     Returns ``(x_train, y_train, x_test, y_test, source)``; ``source`` names what was really loaded
     (``"fashion_mnist"`` unless another set was asked for). ``n_*`` subsample class-balanced.
     """
-    from symviz.data.images import subsample
+    from symviz.data.images import load_images_cached, subsample
 
-    xtr, ytr, src = _load_images_once(source, "train")
-    xte, yte, _ = _load_images_once(src, "test")   # the same source as the training split
+    # the notebook and pretrained_backbone both need the full splits: decoded once per process
+    xtr, ytr, src = load_images_cached(source, "train")
+    xte, yte, _ = load_images_cached(src, "test")   # the same source as the training split
     if n_train is not None and n_train < len(ytr):
         xtr, ytr = subsample(xtr, ytr, n_train, seed=seed)
     if n_test is not None and n_test < len(yte):
@@ -216,7 +184,7 @@ def pretrained_backbone(scale: str = "quick", seed: int = 0, *, device: str | to
         retrain: ignore the cache and retrain (the cache is then overwritten).
         source: image set to train on: ``"fashion_mnist"`` (falls back to MNIST when absent), ``"mnist"``
             or ``"digits"`` (8x8, for fast tests).
-        **overrides: change recipe entries (``width``, ``blocks``, ``stem_stride``, ``n_train``,
+        **overrides: change recipe entries (``hidden``, ``blocks``, ``stem_stride``, ``n_train``,
             ``epochs``, ``lr``, ``batch_size``); they are part of the cache fingerprint.
     Returns:
         :class:`PretrainedBackbone` with the model in eval mode on CPU.
@@ -238,7 +206,7 @@ def pretrained_backbone(scale: str = "quick", seed: int = 0, *, device: str | to
     recipe = {**BACKBONE_RECIPES[scale], **overrides}
     recipe["blocks"] = tuple(recipe["blocks"])
     torch.manual_seed(seed)
-    model = ResNetBackbone(width=recipe["width"], blocks=recipe["blocks"], stem_stride=recipe["stem_stride"])
+    model = ResNetBackbone(hidden=recipe["hidden"], blocks=recipe["blocks"], stem_stride=recipe["stem_stride"])
 
     if weights is not None:
         path = Path(weights)
@@ -250,7 +218,7 @@ def pretrained_backbone(scale: str = "quick", seed: int = 0, *, device: str | to
             model.load_state_dict(state)
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"pretrained_backbone: weights in {str(path)!r} do not match ResNetBackbone("
-                             f"width={recipe['width']}, blocks={recipe['blocks']}, stem_stride={recipe['stem_stride']}): "
+                             f"hidden={recipe['hidden']}, blocks={recipe['blocks']}, stem_stride={recipe['stem_stride']}): "
                              f"{err}") from err
         return PretrainedBackbone(model.eval(), f"weights:{path}", True, 0.0, recipe, path)
 
