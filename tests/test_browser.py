@@ -508,3 +508,51 @@ def test_symviz_run_html_site_is_interactive_offline(tmp_path, browser):
         assert not [e for e in js_errors if "plotly" in e.lower()], js_errors
     finally:
         ctx.close()
+
+
+# --- a failing claim in an interactive session: a visible warning, and Run All goes on -----------------------
+
+_FAILING_CLAIM_CELLS = [
+    "from symviz import report\nreport.start('97_claim_warning', None)\n"
+    "report.claim('the effect the learner broke', 1 > 2, value={'a': 1, 'b': 2})\nreport.check()",
+    "print('after the check: still running')",
+]
+
+
+def test_failing_claim_warns_without_stopping_run_all(lab, browser, tmp_path):
+    """What a learner sees after changing a knob that breaks a claim: the warning, no traceback, every cell run."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in _FAILING_CLAIM_CELLS]
+    path = tmp_path / "97_claim_warning.ipynb"
+    nbformat.write(nb, path)
+    base, root = lab
+    name = _copy_notebook(path, root)
+    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = ctx.new_page()
+    shot = SCREENSHOTS / "claim_warning.png"
+    try:
+        page.goto(f"{base}/lab/workspaces/claimwarning/tree/{name}?reset", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        page.wait_for_timeout(2000)
+        accept = page.locator('.jp-Dialog:has-text("Select Kernel") .jp-mod-accept')
+        if accept.count():
+            accept.first.click()
+        _wait_idle(page)
+        prompts = _run_all(page, 120)
+        _wait_idle(page)
+        page.wait_for_timeout(1500)
+        save_notebook_screenshot(page, shot)
+        texts = page.locator(".jp-OutputArea-output").all_inner_texts()
+        joined = "\n".join(texts)
+        assert not [t for t in texts if "Traceback" in t], joined[-1500:]
+        assert all(re.search(r"\[\d+\]", p) for p in prompts), f"not every cell ran: {prompts}"
+        assert "claims do not hold on this run: the effect the learner broke" in joined, joined[-1500:]
+        assert "after the check: still running" in joined
+        warn = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']")
+        assert warn.count() >= 1, "the warning is not in a highlighted (stderr) output"
+    finally:
+        ctx.close()
+        _shutdown_kernels(base)

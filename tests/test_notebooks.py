@@ -53,7 +53,56 @@ def test_chapter_runs_in_quick_mode_and_its_claims_hold(path, tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())["chapters"][0]
     assert data["status"] == "ok", f"{path.stem}: {data['error']}\n{proc.stdout[-3000:]}"
     assert data["claims"] and all(c["holds"] for c in data["claims"])
+    assert_each_output_shown_once(tmp_path / "notebooks" / path.name)
     print(f"{path.stem}: {data['seconds']} s, peak {data['peak_rss_mb']} MB")
+
+
+def _payloads(output) -> list[str]:
+    """The rich payloads of one cell output (images, widget views, HTML, plotly JSON), as comparable strings."""
+    data = output.get("data", {}) if output.get("output_type") in ("display_data", "execute_result") else {}
+    return [json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
+            for k, v in data.items() if k != "text/plain" and (k.startswith("image/") or "widget" in k
+                                                                or k in ("text/html", "application/vnd.plotly.v1+json"))]
+
+
+def assert_each_output_shown_once(executed: Path) -> None:
+    """No code cell shows the same figure or widget twice (a helper that displays *and* returns what it showed
+    made chapter 01's explorer appear twice in JupyterLab)."""
+    nb = nbformat.read(executed, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        seen = [p for out in cell.get("outputs", []) for p in _payloads(out)]
+        dup = {p[:80] for p in seen if seen.count(p) > 1}
+        assert not dup, f"{executed.name} cell {i + 1} shows the same output twice: {sorted(dup)[:2]}"
+
+
+def test_the_duplicate_output_check_can_fail(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    fig = {"output_type": "display_data", "data": {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}, "metadata": {}}
+    again = dict(fig, output_type="execute_result", execution_count=1)
+    nb.cells = [nbformat.v4.new_code_cell("show(...)", outputs=[nbformat.from_dict(fig), nbformat.from_dict(again)])]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    with pytest.raises(AssertionError, match="shows the same output twice"):
+        assert_each_output_shown_once(tmp_path / "x.ipynb")
+    nb.cells[0].outputs = [nbformat.from_dict(fig)]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    assert_each_output_shown_once(tmp_path / "x.ipynb")
+
+
+def test_display_helpers_show_once_and_return_a_silent_handle(monkeypatch):
+    """A cell ending in a display helper renders nothing more: the handle has an empty IPython display."""
+    from symviz.viz import widgets
+
+    shown = []
+    monkeypatch.setattr(widgets, "_display", lambda obj: shown.append(obj))
+    monkeypatch.setenv("SYMVIZ_STATIC", "1")
+    import matplotlib.pyplot as plt
+
+    handle = widgets.show(lambda: None, lambda: plt.figure())
+    assert len(shown) == 1 and handle.obj is shown[0] and handle.kind == "static"
+    assert handle._ipython_display_() is None and not hasattr(handle, "_repr_png_")
+    assert handle.axes == shown[0].axes          # attribute access reaches the figure
 
 
 def _can_unshare() -> tuple[bool, str]:

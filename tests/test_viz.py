@@ -16,7 +16,8 @@ def test_static_fallback_under_symviz_static(monkeypatch):
 
     out = widgets.rotate_input_widget(draw, angles=[0, 45])
     import matplotlib.figure
-    assert isinstance(out, matplotlib.figure.Figure) and drawn == [0, 45]
+    assert isinstance(out, widgets.Shown) and out.kind == "static"
+    assert isinstance(out.obj, matplotlib.figure.Figure) and drawn == [0, 45]
 
 
 def test_widget_is_built_when_a_frontend_exists(monkeypatch):
@@ -24,7 +25,7 @@ def test_widget_is_built_when_a_frontend_exists(monkeypatch):
     import ipywidgets as W
 
     w = widgets.rotate_input_widget(lambda fig, a: fig.subplots(1, 1).plot([0, a]))
-    assert isinstance(w, W.VBox)
+    assert isinstance(w, widgets.Shown) and w.kind == "widget" and isinstance(w.obj, W.VBox)
     slider = w.children[0]
     slider.value = 90.0  # moving the slider redraws without error
     assert isinstance(slider, W.FloatSlider)
@@ -58,9 +59,10 @@ def test_molecule_views_static_and_widget():
 
     atoms = bulk("Cu", "fcc", a=3.6).repeat(2)
     import matplotlib.figure
-    assert isinstance(molecules.view_atoms(atoms), matplotlib.figure.Figure)
+    assert isinstance(molecules.view_atoms(atoms).obj, matplotlib.figure.Figure)
     s = Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    assert isinstance(molecules.view_structure(s, colors=["#ff0000", "#0000ff"], supercell=(2, 1, 1)), matplotlib.figure.Figure)
+    assert isinstance(molecules.view_structure(s, colors=["#ff0000", "#0000ff"], supercell=(2, 1, 1)).obj,
+                      matplotlib.figure.Figure)
     view = molecules._ngl_view(atoms, colors=["#ff0000"] * len(atoms))
     assert type(view).__name__ == "NGLWidget"
     with pytest.raises(ValueError, match="3 entries for 8 sites"):

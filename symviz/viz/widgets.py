@@ -10,7 +10,7 @@ import math
 import os
 from typing import Any, Callable, Sequence
 
-__all__ = ["has_widget_frontend", "show", "rotate_input_widget", "slider_grid"]
+__all__ = ["has_widget_frontend", "show", "Shown", "rotate_input_widget", "slider_grid"]
 
 
 def has_widget_frontend() -> bool:
@@ -33,15 +33,36 @@ def _display(obj: Any) -> None:
         pass
 
 
-def show(make_widget: Callable[[], Any], make_static: Callable[[], Any]) -> Any:
-    """Display ``make_widget()`` when a widget frontend exists, else ``make_static()`` (a figure).
+class Shown:
+    """What :func:`show` displayed (``.obj``: the widget or the static figure; ``.kind``: ``"widget"`` or
+    ``"static"``). It renders as nothing, so a cell that ends with a display helper shows its output once;
+    attribute access goes to ``.obj`` (``handle.axes``, ``handle.children``) for tests and power users."""
 
-    Returns what was displayed, so tests can inspect it.
+    def __init__(self, obj: Any, kind: str):
+        self.obj, self.kind = obj, kind
+
+    def _ipython_display_(self) -> None:  # already displayed by show(): IPython shows nothing for the handle
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith(("__", "_repr_", "_ipython_")):  # nothing that would make a front end render it
+            raise AttributeError(name)
+        return getattr(self.__dict__["obj"], name)
+
+    def __repr__(self) -> str:
+        return f"<shown {self.kind}: {type(self.obj).__name__}>"
+
+
+def show(make_widget: Callable[[], Any], make_static: Callable[[], Any]) -> Shown:
+    """Display ``make_widget()`` when a widget frontend exists, else ``make_static()`` (a figure), once.
+
+    Returns a :class:`Shown` handle that does not render, so ``show(...)`` as the last line of a cell does not
+    display the widget a second time.
     """
     if has_widget_frontend():
         w = make_widget()
         _display(w)
-        return w
+        return Shown(w, "widget")
     fig = make_static()
     if fig is not None:
         _display(fig)
@@ -52,7 +73,7 @@ def show(make_widget: Callable[[], Any], make_static: Callable[[], Any]) -> Any:
                 plt.close(fig)
         except ImportError:  # pragma: no cover
             pass
-    return fig
+    return Shown(fig, "static")
 
 
 def slider_grid(draw: Callable[[Any, float], None], values: Sequence[float], title: Callable[[float], str] | None = None,
