@@ -1,7 +1,7 @@
 """``symviz run``: execute chapters with papermill into ``build/`` and summarise what they measured.
 
     symviz run [CHAPTER ...] [--scale quick|full] [--device auto|cpu|cuda|mps] [--seed N] [--threads N]
-               [--out build] [--jobs N] [--timeout S] [--no-html] [--notebooks DIR]
+               [--out build] [--jobs N] [--timeout S] [--no-html] [--notebooks DIR] [--student]
 
 A chapter is named by its file stem (``04_multichannel_egnn``), its number (``04`` or ``4``) or its
 topic (``multichannel_egnn``). Each chapter runs in its own process (so its peak memory is its own),
@@ -426,8 +426,12 @@ def _html(out: Path, results: list[dict]) -> None:
 def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str = "auto", out: str | Path = "build",
                  jobs: int = 1, timeout: float | None = 1800, html: bool = True,
                  notebooks: str | Path | None = None, verbose: bool = True, seed: int = 0,
-                 threads: int | None = None, progress: bool | None = None) -> dict:
+                 threads: int | None = None, progress: bool | None = None, student: bool = False) -> dict:
     """Python API of ``symviz run``; returns the ``results.json`` dictionary.
+
+    ``student``: execute the student versions (:mod:`symviz.student`: every solution replaced by
+    ``raise NotImplementedError``, written to ``<out>/student_src/``), as a learner who solved no exercise gets them;
+    each exercise then falls back to the tested reference and the chapter must still finish.
 
     ``seed``: base seed (papermill parameter ``SEED``), a non-negative integer. ``threads``: torch intra-op
     threads pinned in every chapter's kernel, or None to leave them to torch and the chapter. ``timeout``:
@@ -450,13 +454,17 @@ def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str
     if out.resolve() == nb_dir.resolve() or nb_dir.resolve() in out.resolve().parents:
         raise UsageError(f"--out {out} is inside the notebooks folder: executed notebooks never go there")
     out.mkdir(parents=True, exist_ok=True)
+    if student:
+        from symviz.student import write_student_versions
+
+        selected = write_student_versions(selected, out / "student_src")
     dev = _resolved_device(device)
     threads_label = "default" if threads is None else threads
     if progress is None:
         progress = sys.stdout.isatty()
     bar = _Progress(sys.stdout, enabled=verbose, live=bool(progress))
-    bar.line(f"symviz run: {len(selected)} chapter(s), scale={scale}, device={dev}, seed={seed}, "
-             f"threads={threads_label}, out={out}")
+    bar.line(f"symviz run: {len(selected)} chapter(s){' (student versions)' if student else ''}, scale={scale}, "
+             f"device={dev}, seed={seed}, threads={threads_label}, out={out}")
 
     def go(nb: Path) -> dict:
         bar.start(nb.stem)
@@ -472,7 +480,8 @@ def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str
         bar.close()
     if html:
         _html(out, results)
-    summary = {"seed": seed, "threads": threads_label, "scale": scale, "device": dev, "chapters": results}
+    summary = {"seed": seed, "threads": threads_label, "scale": scale, "device": dev, "student": student,
+               "chapters": results}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     if verbose:
         print_summary(summary)
@@ -552,10 +561,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--html", dest="html", action="store_true", default=True, help="render HTML into <out>/html (default)")
     p.add_argument("--no-html", dest="html", action="store_false", help="skip the HTML rendering")
     p.add_argument("--notebooks", default=None, help="folder holding the chapter notebooks (default notebooks/)")
+    p.add_argument("--student", action="store_true",
+                   help="run the student versions (solutions stripped): every exercise falls back to the reference")
     try:
         a = p.parse_args(argv)
         summary = run_chapters(a.chapters, a.scale, a.device, a.out, a.jobs, a.timeout, a.html, a.notebooks,
-                               seed=a.seed, threads=a.threads)
+                               seed=a.seed, threads=a.threads, student=a.student)
     except UsageError as err:
         print(f"symviz run: error: {err}", file=sys.stderr)
         return 2

@@ -53,6 +53,10 @@ def test_chapter_runs_in_quick_mode_and_its_claims_hold(path, tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())["chapters"][0]
     assert data["status"] == "ok", f"{path.stem}: {data['error']}\n{proc.stdout[-3000:]}"
     assert data["claims"] and all(c["holds"] for c in data["claims"])
+    paper = [c for c in data["claims"] if c.get("kind") == "paper"]
+    assert len(paper) >= 2, f"{path.stem}: {len(paper)} claims of kind 'paper' (the chapter contract asks for two)"
+    used = [e for e in data["exercises"] if e["used_downstream"] and e["source"] == "solution"]
+    assert used, f"{path.stem}: no exercise whose solution the chapter used downstream: {data['exercises']}"
     assert_each_output_shown_once(tmp_path / "notebooks" / path.name)
     print(f"{path.stem}: {data['seconds']} s, peak {data['peak_rss_mb']} MB")
 
