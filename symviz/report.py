@@ -130,6 +130,9 @@ class Report:
         if not self.claims:  # a chapter's own defect, not something a learner caused: always an error
             raise ClaimFailed(f"{self.chapter}: no claims were recorded; a Result cell must state its claims")
         failed = [c["text"] for c in self.claims if not c["holds"]]
+        if os.environ.get("SYMVIZ_SMOKE", "").strip() not in ("", "0"):  # `symviz run --smoke`: nothing is asserted
+            print(f"smoke run: {len(self.claims)} claims recorded, not asserted (each training stopped after a few steps)")
+            return failed
         if failed and self.strict:
             raise ClaimFailed(f"{self.chapter}: claims that do not hold: " + "; ".join(failed))
         if failed:

@@ -1,7 +1,7 @@
 """``symviz run``: execute chapters with papermill into ``build/`` and summarise what they measured.
 
     symviz run [CHAPTER ...] [--scale quick|full] [--device auto|cpu|cuda|mps] [--seed N] [--threads N]
-               [--out build] [--jobs N] [--timeout S] [--no-html] [--notebooks DIR] [--student]
+               [--out build] [--jobs N] [--timeout S] [--no-html] [--notebooks DIR] [--student] [--smoke]
 
 A chapter is named by its file stem (``04_multichannel_egnn``), its number (``04`` or ``4``) or its
 topic (``multichannel_egnn``). Each chapter runs in its own process (so its peak memory is its own),
@@ -54,6 +54,7 @@ SCALES = ("quick", "full")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _CELL = "@symviz-cell "          # child -> parent progress line: "@symviz-cell k n"
 _THREADS_ENV = "SYMVIZ_TORCH_THREADS"        # kernel: pin torch to this many threads
+SMOKE_STEPS = 2                              # optimizer steps per training in `symviz run --smoke`
 _KERNEL_REPORT_ENV = "SYMVIZ_KERNEL_REPORT"  # kernel: write {"torch_threads": n} here after each cell
 
 
@@ -250,7 +251,8 @@ def _one(nb: Path, out: Path, scale: str, device: str, timeout: float | None, se
                  "(is symviz importable by the python3 kernel?)")
     if error is None and not claims:
         error = "the chapter recorded no claims (its Result cell must call symviz.report.claim)"
-    if error is None and not all(c.get("holds") for c in claims):
+    smoke = os.environ.get("SYMVIZ_SMOKE", "").strip() not in ("", "0")
+    if error is None and not smoke and not all(c.get("holds") for c in claims):
         error = "claims that do not hold: " + "; ".join(c["text"] for c in claims if not c.get("holds"))
     return {"name": name, "status": "ok" if error is None else "failed", "seconds": round(seconds, 1),
             "peak_rss_mb": round(peak, 1), "device": device, "scale": scale, "seed": seed,
@@ -358,11 +360,15 @@ def _failed(nb: Path, t0: float, device: str, scale: str, seed: int, threads: in
 
 
 def _run_child(nb: Path, out: Path, scale: str, device: str, timeout: float | None, seed: int = 0,
-               threads: int | None = None, on_cell=None) -> dict:
+               threads: int | None = None, on_cell=None, smoke: bool = False) -> dict:
     """Run :func:`_one` in a fresh process. Its stdout carries only ``@symviz-cell k n`` lines (passed to
     ``on_cell(k, n)``) and the result as one JSON line; the kernel's own output goes to its stderr."""
     env = dict(os.environ)
     env["SYMVIZ_STATIC"] = "1"
+    if smoke:
+        env["SYMVIZ_SMOKE"] = str(SMOKE_STEPS)
+    else:
+        env.pop("SYMVIZ_SMOKE", None)
     env.setdefault("SYMVIZ_SOLUTIONS", "1")  # report.accept() checks and uses each exercise's solution (0: the learner's)
     env.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     env.setdefault("PYTHONWARNINGS", "ignore")
@@ -426,12 +432,16 @@ def _html(out: Path, results: list[dict]) -> None:
 def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str = "auto", out: str | Path = "build",
                  jobs: int = 1, timeout: float | None = 1800, html: bool = True,
                  notebooks: str | Path | None = None, verbose: bool = True, seed: int = 0,
-                 threads: int | None = None, progress: bool | None = None, student: bool = False) -> dict:
+                 threads: int | None = None, progress: bool | None = None, student: bool = False,
+                 smoke: bool = False) -> dict:
     """Python API of ``symviz run``; returns the ``results.json`` dictionary.
 
     ``student``: execute the student versions (:mod:`symviz.student`: every solution replaced by
     ``raise NotImplementedError``, written to ``<out>/student_src/``), as a learner who solved no exercise gets them;
     each exercise then falls back to the tested reference and the chapter must still finish.
+    ``smoke``: every training stops after :data:`SMOKE_STEPS` optimizer steps (``SYMVIZ_SMOKE`` in the kernels, read by
+    :func:`symviz.train.smoke_steps`); the chapters take their code paths for ``scale`` (full data, full model sizes)
+    and their claims are recorded but not asserted: a smoke run fails only on an exception.
 
     ``seed``: base seed (papermill parameter ``SEED``), a non-negative integer. ``threads``: torch intra-op
     threads pinned in every chapter's kernel, or None to leave them to torch and the chapter. ``timeout``:
@@ -463,13 +473,14 @@ def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str
     if progress is None:
         progress = sys.stdout.isatty()
     bar = _Progress(sys.stdout, enabled=verbose, live=bool(progress))
-    bar.line(f"symviz run: {len(selected)} chapter(s){' (student versions)' if student else ''}, scale={scale}, "
+    bar.line(f"symviz run: {len(selected)} chapter(s){' (student versions)' if student else ''}"
+             f"{f' (smoke: {SMOKE_STEPS} steps per training, claims not asserted)' if smoke else ''}, scale={scale}, "
              f"device={dev}, seed={seed}, threads={threads_label}, out={out}")
 
     def go(nb: Path) -> dict:
         bar.start(nb.stem)
         on_cell = (lambda k, n: bar.cell(nb.stem, k, n)) if bar.live else None
-        r = _run_child(nb, out, scale, dev, timeout, seed, threads, on_cell)
+        r = _run_child(nb, out, scale, dev, timeout, seed, threads, on_cell, smoke=smoke)
         bar.done(r)
         return r
 
@@ -480,7 +491,7 @@ def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str
         bar.close()
     if html:
         _html(out, results)
-    summary = {"seed": seed, "threads": threads_label, "scale": scale, "device": dev, "student": student,
+    summary = {"seed": seed, "threads": threads_label, "scale": scale, "device": dev, "student": student, "smoke": smoke,
                "chapters": results}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     if verbose:
@@ -561,12 +572,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--html", dest="html", action="store_true", default=True, help="render HTML into <out>/html (default)")
     p.add_argument("--no-html", dest="html", action="store_false", help="skip the HTML rendering")
     p.add_argument("--notebooks", default=None, help="folder holding the chapter notebooks (default notebooks/)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"stop every training after {SMOKE_STEPS} steps; claims recorded, not asserted (with --scale full: "
+                        "a quick check that full mode runs)")
     p.add_argument("--student", action="store_true",
                    help="run the student versions (solutions stripped): every exercise falls back to the reference")
     try:
         a = p.parse_args(argv)
         summary = run_chapters(a.chapters, a.scale, a.device, a.out, a.jobs, a.timeout, a.html, a.notebooks,
-                               seed=a.seed, threads=a.threads, student=a.student)
+                               seed=a.seed, threads=a.threads, student=a.student, smoke=a.smoke)
     except UsageError as err:
         print(f"symviz run: error: {err}", file=sys.stderr)
         return 2

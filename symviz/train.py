@@ -29,7 +29,11 @@ import numpy as np
 import torch
 
 __all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
-           "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager"]
+           "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager",
+           "smoke_steps", "SMOKE_ENV"]
+
+SMOKE_ENV = "SYMVIZ_SMOKE"
+"""Set by ``symviz run --smoke`` to the number of optimizer steps each training may take (see :func:`smoke_steps`)."""
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -278,13 +282,40 @@ LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loss_fn: LossFn, loader: Iterable, device: str | torch.device = "auto") -> float:
-    """Mean of ``loss_fn(model, batch)`` over ``loader`` (weighted by batch size), in eval mode."""
+def smoke_steps() -> int | None:
+    """How many steps a training may take in a smoke run (``symviz run --smoke`` sets ``SYMVIZ_SMOKE``), else None.
+
+    A smoke run takes every code path of a chapter (its full-mode data, model sizes and hyperparameters) but stops
+    each training after this many optimizer steps, so that shape, dtype, device and memory errors surface in
+    minutes; :func:`fit` obeys it, and chapters with their own training loops ask it. Its claims are not asserted.
+
+    >>> import os; os.environ.pop("SYMVIZ_SMOKE", None) and None; smoke_steps() is None
+    True
+    """
+    raw = os.environ.get(SMOKE_ENV, "").strip()
+    if raw in ("", "0"):
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{SMOKE_ENV} must be a positive number of steps (or unset), got {raw!r}")
+    return n
+
+
+def evaluate(model: torch.nn.Module, loss_fn: LossFn, loader: Iterable, device: str | torch.device = "auto",
+             max_batches: int | None = None) -> float:
+    """Mean of ``loss_fn(model, batch)`` over ``loader`` (weighted by batch size), in eval mode; at most
+    ``max_batches`` batches (default: all, or :func:`smoke_steps` in a smoke run)."""
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for batch in loader:
+    limit = max_batches if max_batches is not None else smoke_steps()
+    for k, batch in enumerate(loader):
+        if limit is not None and k >= limit:
+            break
         batch = to_device(batch, dev)
         n = _batch_size(batch)
         total += float(loss_fn(model, batch)) * n
@@ -469,13 +500,18 @@ def fit(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if scheduler == "cosine" else None
     step_model = CompileOrEager(model, dynamic=False) if compile else model
 
+    smoke = smoke_steps()
+    if smoke is not None:  # `symviz run --smoke`: one epoch of `smoke` steps, nothing written to the cache
+        epochs, checkpoint = 1, None
     rows, best, best_state, best_epoch, bad = [], float("inf"), None, 0, 0
     t0 = time.perf_counter()
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
-        for batch in train_loader:
+        for k, batch in enumerate(train_loader):
+            if smoke is not None and k >= smoke:
+                break
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
                 loss = loss_fn(step_model, batch)
@@ -525,11 +561,17 @@ def _fingerprint(model: torch.nn.Module) -> str:
     return hashlib.sha256((type(model).__name__ + shapes).encode()).hexdigest()[:16]
 
 
+def _checkpoint_dir() -> Path:
+    """``cache_dir()/checkpoints``; in a smoke run ``cache_dir()/smoke-checkpoints``, so that weights trained for two
+    steps never stand in for real ones and a smoke run never loads real weights instead of training."""
+    return cache_dir() / ("smoke-checkpoints" if smoke_steps() is not None else "checkpoints")
+
+
 def save_checkpoint(model: torch.nn.Module, name: str, meta: dict | None = None) -> Path:
     """Save ``model``'s weights with a fingerprint of its architecture to the cache."""
     if not name or "/" in name or "\\" in name:
         raise ValueError(f"checkpoint name must be a plain file name, got {name!r}")
-    path = cache_dir() / "checkpoints" / f"{name}.pt"
+    path = _checkpoint_dir() / f"{name}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"fingerprint": _fingerprint(model), "meta": meta or {},
@@ -543,7 +585,7 @@ def load_checkpoint(model: torch.nn.Module, name: str, meta: dict | None = None)
 
     A mismatch is a different architecture fingerprint or different ``meta`` (e.g. data/recipe).
     """
-    path = cache_dir() / "checkpoints" / f"{name}.pt"
+    path = _checkpoint_dir() / f"{name}.pt"
     if not path.exists():
         return False
     try:

@@ -1,0 +1,86 @@
+"""`symviz run --smoke`: every training stops after a few steps, nothing trained is cached, claims are not asserted."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+import torch
+
+from symviz import report, train
+
+
+def _loader(n_batches=10, bs=4):
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(bs, 3, generator=g), torch.randn(bs, 1, generator=g)) for _ in range(n_batches)]
+
+
+def _mse(m, b):
+    return ((m(b[0]) - b[1]) ** 2).mean()
+
+
+@pytest.mark.parametrize("raw, expected", [("", None), ("0", None), ("2", 2), (" 5 ", 5)])
+def test_smoke_steps_reads_the_environment(monkeypatch, raw, expected):
+    monkeypatch.setenv(train.SMOKE_ENV, raw)
+    assert train.smoke_steps() == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "two"])
+def test_smoke_steps_rejects_nonsense(monkeypatch, raw):
+    monkeypatch.setenv(train.SMOKE_ENV, raw)
+    with pytest.raises(ValueError, match="SYMVIZ_SMOKE must be a positive number of steps"):
+        train.smoke_steps()
+
+
+def test_fit_stops_after_the_smoke_steps_and_caches_nothing_real(monkeypatch, tmp_path):
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    steps = []
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    orig = opt.step
+    opt.step = lambda *a, **k: (steps.append(1), orig(*a, **k))[1]
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    res = train.fit(model, _mse, _loader(), _loader(6), epochs=50, optimizer=opt, checkpoint="smoke_demo",
+                    device="cpu", progress=False)
+    assert len(steps) == 2 and len(res.history) == 1 and res.checkpoint is None
+    train.save_checkpoint(model, "by_hand")
+    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "smoke-checkpoints" / "by_hand.pt").exists()
+    monkeypatch.delenv(train.SMOKE_ENV)
+    assert not train.load_checkpoint(torch.nn.Linear(3, 1), "by_hand")   # real runs never see smoke weights
+    res = train.fit(torch.nn.Linear(3, 1), _mse, _loader(), epochs=3, device="cpu", progress=False)
+    assert len(res.history) == 3                                          # and without the variable nothing is cut
+
+
+def test_evaluate_is_capped_in_a_smoke_run(monkeypatch):
+    seen = []
+    model = torch.nn.Linear(3, 1)
+    loss = lambda m, b: (seen.append(1), _mse(m, b))[1]  # noqa: E731
+    monkeypatch.setenv(train.SMOKE_ENV, "3")
+    train.evaluate(model, loss, _loader(8), "cpu")
+    assert len(seen) == 3
+
+
+def test_claims_are_not_asserted_in_a_smoke_run(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    r = report.start("demo", tmp_path / "r.json", verbose=False)
+    r.claim("would fail", False)
+    assert r.check() == ["would fail"]
+    assert "claims recorded, not asserted" in capsys.readouterr().out
+
+
+def test_symviz_run_smoke_passes_a_chapter_whose_claim_fails(tmp_path):
+    from symviz.run import run_chapters
+
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell('SCALE = "quick"\nDEVICE = "auto"\nSEED = 0\nREPORT_PATH = None'),
+                nbformat.v4.new_code_cell("import os\nfrom symviz import report, train\nSTEPS = train.smoke_steps()"),
+                nbformat.v4.new_code_cell("report.start('10_smoke', REPORT_PATH)\nreport.metric('steps', STEPS)\n"
+                                          "report.claim('an effect two steps cannot show', False)\nreport.check()")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, nbdir / "10_smoke.ipynb")
+    summary = run_chapters(out=tmp_path / "b1", notebooks=nbdir, html=False, verbose=False, smoke=True)
+    (r,) = summary["chapters"]
+    assert summary["smoke"] is True and r["status"] == "ok" and r["metrics"]["steps"] == 2, r["error"]
+    (r,) = run_chapters(out=tmp_path / "b2", notebooks=nbdir, html=False, verbose=False)["chapters"]
+    assert r["status"] == "failed" and "an effect two steps cannot show" in r["error"]
