@@ -8,7 +8,7 @@ topic (``multichannel_egnn``). Each chapter runs in its own process (so its peak
 gets the papermill parameters ``SCALE``, ``DEVICE``, ``SEED`` and ``REPORT_PATH``, and is written to
 ``<out>/notebooks/``; HTML goes to ``<out>/html/`` and the summary to ``<out>/results.json``::
 
-    {"seed": 0, "threads": "default"|N, "scale", "device",
+    {"seed": 0, "threads": "default"|N, "scale", "device", "student", "smoke", "complete": true|false,
      "chapters": [{"name", "status": "ok"|"failed", "seconds", "peak_rss_mb", "device", "scale",
                    "seed", "threads": "default"|N, "torch_threads": int|null,
                    "metrics": {...}, "claims": [{"text", "value", "holds", "kind": "paper"|"sanity"}],
@@ -477,11 +477,19 @@ def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str
              f"{f' (smoke: {SMOKE_STEPS} steps per training, claims not asserted)' if smoke else ''}, scale={scale}, "
              f"device={dev}, seed={seed}, threads={threads_label}, out={out}")
 
+    head = {"seed": seed, "threads": threads_label, "scale": scale, "device": dev, "student": student, "smoke": smoke}
+    done: dict[str, dict] = {}
+    lock = threading.Lock()
+
     def go(nb: Path) -> dict:
         bar.start(nb.stem)
         on_cell = (lambda k, n: bar.cell(nb.stem, k, n)) if bar.live else None
         r = _run_child(nb, out, scale, dev, timeout, seed, threads, on_cell, smoke=smoke)
         bar.done(r)
+        with lock:  # results.json after every chapter: a run stopped half way still says what finished
+            done[nb.stem] = r
+            partial = [done[p.stem] for p in selected if p.stem in done]
+            (out / "results.json").write_text(json.dumps({**head, "complete": False, "chapters": partial}, indent=2))
         return r
 
     try:
@@ -491,8 +499,7 @@ def run_chapters(chapters: Sequence[str] = (), scale: str = "quick", device: str
         bar.close()
     if html:
         _html(out, results)
-    summary = {"seed": seed, "threads": threads_label, "scale": scale, "device": dev, "student": student, "smoke": smoke,
-               "chapters": results}
+    summary = {**head, "complete": True, "chapters": results}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     if verbose:
         print_summary(summary)

@@ -61,6 +61,7 @@ def test_results_json_has_the_documented_shape(executed):
     by = {c["name"]: c for c in data["chapters"]}
     assert set(by) == {"10_ok", "11_broken", "12_false", "13_threads"}
     assert (data["seed"], data["threads"], data["scale"], data["device"]) == (7, 2, "quick", "cpu")
+    assert data["complete"] is True and data["smoke"] is False and data["student"] is False
     ok = by["10_ok"]
     for key in ("name", "status", "seconds", "peak_rss_mb", "device", "scale", "seed", "threads", "torch_threads",
                 "metrics", "claims", "exercises", "error"):
