@@ -232,7 +232,9 @@ class Accepted:
         return self.__wrapped__(*args, **kwargs)
 
     def __getattr__(self, name: str):
-        return getattr(self.__wrapped__, name)
+        if name.startswith("__") or name in ("_record", "result"):  # copy/pickle probe dunders before __init__ ran
+            raise AttributeError(name)
+        return getattr(self.__dict__["__wrapped__"], name)
 
     def __repr__(self) -> str:
         return f"<accepted {self._record['name']!r}: the {self.source}'s implementation>"

@@ -313,13 +313,14 @@ def evaluate(model: torch.nn.Module, loss_fn: LossFn, loader: Iterable, device: 
     model.eval()
     total, count = 0.0, 0
     limit = max_batches if max_batches is not None else smoke_steps()
-    for k, batch in enumerate(loader):
-        if limit is not None and k >= limit:
-            break
-        batch = to_device(batch, dev)
-        n = _batch_size(batch)
-        total += float(loss_fn(model, batch)) * n
-        count += n
+    with torch.no_grad():  # a validation loss needs no graph (a loss that differentiates inside uses enable_grad)
+        for k, batch in enumerate(loader):
+            if limit is not None and k >= limit:
+                break
+            batch = to_device(batch, dev)
+            n = _batch_size(batch)
+            total += float(loss_fn(model, batch)) * n
+            count += n
     model.train(was_training)
     if count == 0:
         raise ValueError("evaluate: the loader yielded no batches")

@@ -123,3 +123,11 @@ def test_accept_rejects_bad_arguments():
         report.accept("", abs, is_square, abs)
     with pytest.raises(TypeError, match="check and reference must be callable"):
         report.accept("x", abs, None, abs)
+
+
+def test_accepted_survives_deepcopy_and_pickle_probes():
+    import copy
+
+    fn = report.accept("square", lambda k: k * k, is_square, reference=lambda k: k ** 2)
+    clone = copy.deepcopy(fn)
+    assert clone(3) == 9 and clone.source == "learner"
