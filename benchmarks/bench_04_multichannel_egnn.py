@@ -23,6 +23,7 @@ from _timing import check_scale
 
 CHAPTER = "04_multichannel_egnn"
 BASE = "reference edge-list EGNN"
+PLUGGED_C = 2   # the chapter's default CHANNELS
 
 
 def _models(channels, compiled_channels):
@@ -30,11 +31,16 @@ def _models(channels, compiled_channels):
     from symviz.nn.egnn import EGNN, MCEGNN
     from symviz.train import CompileOrEager
 
+    from symviz.nn.egnn import multichannel_coord_update
+
     torch.manual_seed(0)
     eager = {BASE: EGNN(1, 64, 4, edge_nf=1)}
     for C in channels:
         for path in ("dense", "edges"):
             eager[f"MC-EGNN C={C} {path}"] = MCEGNN(1, 64, 4, C, edge_nf=1, path=path)
+    # the chapter's exercise path: the coordinate update as a plugged-in function (a learner's), dense einsum form
+    eager[f"MC-EGNN C={PLUGGED_C} edges, coord_update=multichannel_coord_update"] = MCEGNN(
+        1, 64, 4, PLUGGED_C, edge_nf=1, coord_update=multichannel_coord_update)
     compiled = {f"{BASE}, compiled": CompileOrEager(EGNN(1, 64, 4, edge_nf=1), dynamic=False)}
     for C in compiled_channels:
         compiled[f"MC-EGNN C={C} dense, compiled"] = CompileOrEager(MCEGNN(1, 64, 4, C, edge_nf=1, path="dense"),

@@ -376,9 +376,9 @@ def test_auto_path_runs_dense_up_to_dense_max_nodes_and_edges_beyond(monkeypatch
     with the same results as the path it chose (same weights)."""
     calls = []
     for name in ("forward_dense", "forward_edges"):
-        def spy(self, *args, _run=getattr(egnn.MCEGNNLayer, name), _name=name):
+        def spy(self, *args, _run=getattr(egnn.MCEGNNLayer, name), _name=name, **kwargs):
             calls.append(_name)
-            return _run(self, *args)
+            return _run(self, *args, **kwargs)
         monkeypatch.setattr(egnn.MCEGNNLayer, name, spy)
     torch.manual_seed(0)
     auto = egnn.MCEGNN(1, 8, 2, 2, edge_nf=1, dense_max_nodes=5).double()
@@ -561,6 +561,15 @@ _WRONG_UPDATES = {  # a plausible wrong answer -> what the verdict must say
     "channels mixed with w transposed": (_update_of(_diff, mix="bijdc,bijec->bide"), ["C=3", "differs from the reference"]),
     "the residual x_i dropped": (lambda x, w: egnn.multichannel_coord_update(x, w) - x, ["not E(3)-equivariant", "residual"]),
     "wrong shape": (lambda x, w: x[..., 0], ["expected a tensor of shape"]),
+    "w_ji instead of w_ij": (_update_of(_diff, w_fn=lambda w: w.transpose(1, 2)), ["differs from the reference", "w_ji"]),
+    "divided by n instead of n - 1": (_update_of(_diff, scale=lambda n: 1 / n), ["differs from the reference", "divided by n"]),
+    "x_i's own channels mixed by w_ij (not a difference)": (
+        _update_of(lambda x: x[:, :, None].expand(-1, -1, x.shape[1], -1, -1)), ["not E(3)-equivariant", "translating"]),
+    "channels mixed into one another without a difference": (
+        lambda x, w: egnn.multichannel_coord_update(x, w) + 0.1 * x.sum(-1, keepdim=True),
+        ["not E(3)-equivariant", "translating"]),
+    "residual replaced by the mean of the channels": (
+        lambda x, w: egnn.multichannel_coord_update(x, w) - x + x.mean(-1, keepdim=True), ["C=3", "differs from the reference"]),
 }
 
 
@@ -737,3 +746,152 @@ def test_double_backward_dense_raises_clear_error_edges_supports_it():
     dense.trunk.path = "edges"
     forces_d = -torch.autograd.grad(dense(h, x).sum(), x, create_graph=True)[0]
     torch.testing.assert_close(forces_d, forces)
+
+
+# ---------------------------------------------------------------------------------------------
+# The learner's coordinate update plugged into the model (coord_update=), and the chapter's conclusion
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("C, vel, enf, padded", [(1, True, 1, False), (3, True, 1, True), (2, False, 0, True)])
+def test_coord_update_hook_computes_the_built_in_update(C, vel, enf, padded):
+    """MCEGNN(coord_update=multichannel_coord_update) is the default model: same outputs and same gradients for
+    every input and weight (float64), with and without padding (the hook rescales 1/(n-1) to 1/(n_valid-1))."""
+    torch.manual_seed(0)
+    built_in = egnn.MCEGNN(2, 8, 2, C, edge_nf=enf, velocity=vel).double()
+    for layer in built_in.layers:                          # larger coordinate updates than at init
+        torch.nn.init.normal_(layer.coord_mlp[2].weight, std=0.2)
+    plugged = egnn.MCEGNN(2, 8, 2, C, edge_nf=enf, velocity=vel, coord_update=egnn.multichannel_coord_update).double()
+    plugged.load_state_dict(built_in.state_dict())
+    assert built_in.chosen_path(5) == "dense" and plugged.chosen_path(5) == "edges"
+    h, x, v, ea, mask = _grad_inputs(vel, enf, padded)
+    inputs = [t for t in (h, x, v, ea) if t is not None]
+    outs, grads = [], []
+    for m in (built_in, plugged):
+        out = m(h, x, v, ea, mask=mask)
+        loss = 0.3 * (out.x_channels ** 2).sum() + out.x_channels.sum() + (out.h ** 2).sum()
+        grads.append(torch.autograd.grad(loss, inputs + list(m.parameters()), allow_unused=True))
+        outs.append(out)
+    for name in ("h", "x", "x_channels"):
+        torch.testing.assert_close(getattr(outs[0], name), getattr(outs[1], name), rtol=1e-10, atol=1e-12)
+    for a, b in zip(*grads):
+        if a is None or b is None:
+            assert a is None and b is None or float((a if b is None else b).abs().max()) == 0
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_coord_update_hook_calls_the_function_in_every_layer():
+    calls = []
+
+    def update(x, w):
+        calls.append((tuple(x.shape), tuple(w.shape)))
+        return egnn.multichannel_coord_update(x, w)
+
+    torch.manual_seed(0)
+    model = egnn.MCEGNN(1, 8, 3, 2, edge_nf=1, coord_update=update)
+    h, x, v, ea = egnn.nbody_inputs(torch.randn(4, 5, 3), torch.randn(4, 5, 3), torch.ones(4, 5, 1))
+    model(h, x, v, ea)
+    assert calls == [((4, 5, 3, 2), (4, 5, 5, 2, 2))] * 3
+    frozen = egnn.MCEGNN(1, 8, 3, 2, edge_nf=1, coord_update=lambda x, w: x.clone())   # a function that moves nothing
+    frozen.load_state_dict(model.state_dict())
+    assert not torch.allclose(frozen(h, x, v, ea).x, model(h, x, v, ea).x)           # the function is really used
+
+
+def test_coord_update_hook_bad_inputs():
+    with pytest.raises(TypeError, match="coord_update must be None or a function"):
+        egnn.MCEGNN(1, 8, 1, coord_update="einsum")
+    with pytest.raises(ValueError, match="edge-list path"):
+        egnn.MCEGNN(1, 8, 1, path="dense", coord_update=egnn.multichannel_coord_update)
+    model = egnn.MCEGNN(1, 8, 1, coord_update=egnn.multichannel_coord_update)
+    model.path = "dense"
+    with pytest.raises(ValueError, match="edge-list path"):
+        model(torch.randn(2, 4, 1), torch.randn(2, 4, 3))
+    model.path = "auto"
+    with pytest.raises(ValueError, match="forward_graph"):
+        model.forward_graph(torch.randn(3, 1), torch.randn(3, 3), torch.tensor([[0, 1], [1, 0]]))
+    bad = egnn.MCEGNN(1, 8, 1, coord_update=lambda x, w: x[..., 0])
+    with pytest.raises(ValueError, match="coord_update must return a tensor of shape"):
+        bad(torch.randn(2, 4, 1), torch.randn(2, 4, 3))
+
+
+def test_the_template_goes_through_accept_to_the_reference(monkeypatch, capsys):
+    """The notebook's template raises NotImplementedError: accept() falls back to the reference, which trains."""
+    from symviz import report
+
+    monkeypatch.setattr(report, "_exercises", [])
+    monkeypatch.delenv("SYMVIZ_SOLUTIONS", raising=False)
+
+    def my_coord_update(x, w):
+        raise NotImplementedError("write the multichannel coordinate update")
+
+    accepted = report.accept("multichannel coordinate update", my_coord_update, check_mc_coord_update,
+                             reference=egnn.multichannel_coord_update)
+    assert accepted.source == "reference" and not accepted.passed
+    assert "NotImplementedError" in capsys.readouterr().out
+    model = egnn.MCEGNN(1, 8, 1, 2, coord_update=accepted)
+    model(torch.randn(2, 4, 1), torch.randn(2, 4, 3))
+    assert report.exercises()[0]["used_downstream"]
+
+
+def test_train_nbody_with_a_plugged_update_trains_like_the_built_in_one(tmp_path, monkeypatch):
+    """Same seed, same data: the validation curve with the plugged-in reference update follows the built-in one."""
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    sp = nbody.charged_splits(100, 50, 50, seed=0, frame_in=2, frame_out=12)
+    kw = dict(channels=2, seed=0, hidden=16, n_layers=2, epochs=4, lr=3e-3, batch_size=25, device="cpu")
+    built_in = ex.train_nbody(sp, **kw)
+    plugged = ex.train_nbody(sp, coord_update=egnn.multichannel_coord_update, **kw)
+    np.testing.assert_allclose(plugged.history["val_loss"], built_in.history["val_loss"], rtol=1e-4)
+    assert plugged.model.coord_update is egnn.multichannel_coord_update
+    assert ex.builtin_update_error(plugged.model, sp["test"]) < 1e-5
+    X = ex.channel_points(plugged.model, sp["test"]["loc"][:3], sp["test"]["vel"][:3], sp["test"]["charges"][:3])
+    assert X.shape == (3, 5, 3, 2)
+    torch.testing.assert_close(X.mean(-1), egnn.predict_nbody(plugged.model, *(sp["test"][k][:3] for k in ("loc", "vel", "charges"))))
+    with pytest.raises(TypeError, match="MCEGNN"):
+        ex.builtin_update_error(egnn.EGNN(1, 8, 1, edge_nf=1), sp["test"])
+
+
+def test_channel_points_figure():
+    from symviz.chapters.ch04_multichannel_egnn.plots import channel_points_figure
+
+    g = torch.Generator().manual_seed(0)
+    loc, target = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    X = loc[..., None] + 0.3 * torch.randn(5, 3, 3, generator=g)
+    X[2] += 2 * torch.randn(3, 3, generator=g)                     # particle 2 spreads its channels most
+    fig = channel_points_figure(loc, X, target, charges=[1, -1, 1, -1, 1])
+    names = [t.name for t in fig.data]
+    assert "channel 3" in names and any("particle 2" in str(n) for n in names)
+    diamonds = next(t for t in fig.data if t.name.startswith("prediction"))
+    np.testing.assert_allclose(diamonds.x, X.mean(-1)[:, 0].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="channels must have shape"):
+        channel_points_figure(loc, X[:4], target)
+    with pytest.raises(ValueError, match="particle must be"):
+        channel_points_figure(loc, X, target, particle=7)
+
+
+def test_conclude_records_the_claims_with_their_kinds():
+    import pandas as pd
+
+    from symviz import report
+    from symviz.chapters.ch04_multichannel_egnn.results import conclude, gap_stats
+
+    nb = pd.DataFrame({"model": ["EGNN", "MC"] * 2, "seed": [0, 0, 1, 1], "test_mse": [0.03, 0.02, 0.031, 0.021]})
+    so = pd.DataFrame({"model": ["EGNN", "MC"] * 2, "seed": [0, 0, 1, 1], "test_mse": [1e-3, 1e-3, 1.1e-3, 1e-3]})
+    qm = pd.DataFrame({"model": ["EGNN", "MC"] * 2, "seed": [0, 0, 1, 1], "test_mae": [1.0, 0.5, 1.0, 0.5]})
+    cost = pd.DataFrame({"model": ["EGNN", "MC-EGNN"], "channels": [1, 2], "path": ["dense", "dense"],
+                         "params": [100, 104], "step_ms": [10.0, 12.0]})
+    report.start("04_multichannel_egnn", None, verbose=False)
+    table = conclude(channels=2, n_seeds=2, nb_table=nb, so_table=so, qm_table=qm, linear_mse=0.1,
+                     qm_mean_baseline=1.2, eq_errors={"EGNN": 1e-7, "MC": 2e-7}, cost=cost, plugged_error=3e-8,
+                     wall_seconds=1.0)
+    assert list(table.columns) == ["claim", "kind", "numbers", "holds"]
+    kinds = dict(zip(table["claim"], table["kind"]))
+    assert sum(k == "paper" for k in kinds.values()) == 3          # N-body x2, and QM9 whose gap exceeds the spread
+    assert kinds["Both models E(3)xS_n-equivariant to 1e-5 (float32, relative)"] == "sanity"
+    assert table["holds"].all() and report.check() == []
+    report.start("04_multichannel_egnn", None, verbose=False)      # MC-EGNN worse: the paper claim fails
+    worse = nb.assign(test_mse=nb["test_mse"][::-1].to_numpy())
+    table = conclude(channels=2, n_seeds=2, nb_table=worse, so_table=so, qm_table=qm, linear_mse=0.1,
+                     qm_mean_baseline=1.2, eq_errors={"EGNN": 1e-7}, cost=cost, plugged_error=None, wall_seconds=1.0)
+    assert not table["holds"].iloc[0] and len(table) == 7
+    with pytest.raises(ValueError, match="two models"):
+        gap_stats(nb[nb.model == "EGNN"], "test_mse")

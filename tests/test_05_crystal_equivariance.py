@@ -371,3 +371,175 @@ def test_viz_static(hcp, monkeypatch):
     assert lines["a"].get_xdata().tolist() == [8, 16] and lines["a"].get_ydata().tolist() == [4.0, 2.0]   # mean over seeds
     assert lines["b"].get_ydata().tolist() == [5.0, 4.0] and ax.get_xscale() == ax.get_yscale() == "log"
     plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------------- the OrbitLinear exercise
+
+def _crystal_of(n):
+    """The structure of the check's crystal with n sites (fcc 4, rutile 6, hcp 8): the wrong answers below need it."""
+    from symviz.chapters.ch05_crystal_equivariance.checks import _check_05_structures
+
+    return next(s for _, s, perms, _ in _check_05_structures() if perms.shape[1] == n)
+
+
+class _TiedBy(torch.nn.Module):
+    """An orbit-style layer whose matrices A (K, n, n) come from ``matrices(pair_orbits)``: the reference's recipe
+    with one piece swapped, as a learner might write it."""
+
+    def __init__(self, pair_orbits, in_dim, out_dim, matrices=None):
+        super().__init__()
+        A = (matrices or (lambda po: orbit_basis(po)))(np.asarray(pair_orbits))
+        self.register_buffer("A", A.float())
+        K = A.shape[0]
+        self.weight = torch.nn.Parameter(torch.empty(K, in_dim, out_dim))
+        self.bias = torch.nn.Parameter(torch.empty(out_dim))
+        bound = 1 / np.sqrt(K * in_dim)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
+
+    def forward(self, h):
+        return torch.einsum("kij,...jc,kcd->...id", self.A.to(h.dtype), h, self.weight.to(h.dtype)) + self.bias.to(h.dtype)
+
+
+def _tied(matrices):
+    return lambda po, i, o: _TiedBy(po, i, o, matrices)
+
+
+class _PerPair(torch.nn.Module):
+    """A weight matrix for every site pair (i, j): linear, but not tied, hence not equivariant."""
+
+    def __init__(self, pair_orbits, in_dim, out_dim):
+        super().__init__()
+        n = np.asarray(pair_orbits).shape[0]
+        self.weight = torch.nn.Parameter(torch.randn(n, n, in_dim, out_dim) / np.sqrt(n * in_dim))
+        self.bias = torch.nn.Parameter(torch.zeros(out_dim))
+
+    def forward(self, h):
+        return torch.einsum("...jc,ijcd->...id", h, self.weight.to(h.dtype)) / h.shape[-2] + self.bias.to(h.dtype)
+
+
+def _shell_matrices(po):
+    d = C.pair_distances(_crystal_of(po.shape[0]))
+    return orbit_basis(C.canonical_labels(np.round(d, 3)))
+
+
+def _zero_init(po, i, o):
+    layer = _TiedBy(po, i, o)
+    with torch.no_grad():
+        layer.weight.zero_()
+    return layer
+
+
+class _NumpyBasis(_TiedBy):
+    """Keeps A as a plain float32 attribute, not a buffer: .double() does not convert it."""
+
+    def __init__(self, pair_orbits, in_dim, out_dim):
+        super().__init__(pair_orbits, in_dim, out_dim)
+        A = self.A
+        del self._buffers["A"]
+        self.A_plain = A
+
+    def forward(self, h):
+        return torch.einsum("kij,...jc,kcd->...id", self.A_plain, h, self.weight) + self.bias
+
+
+_WRONG_LAYERS = {  # a plausible wrong answer -> phrases its verdict must contain
+    "a weight per site pair (not tied)": (_PerPair, ["not equivariant", "tie the weights by orbit"]),
+    "one weight per distance shell": (_tied(_shell_matrices), ["per distance shell", "pair orbits"]),
+    "transposed orbit matrix": (_tied(lambda po: orbit_basis(po).transpose(1, 2)), ["rutile", "transposed orbit matrix"]),
+    "orbit of (j, i) instead of (i, j)": (_tied(lambda po: orbit_basis(po.T)), ["rutile", "orbit of (j, i)"]),
+    "sum instead of mean (no normalisation)": (_tied(lambda po: orbit_basis(po, normalize=False)), ["summed", "k_o(i)"]),
+    "divided by the orbit's size": (
+        _tied(lambda po: orbit_basis(po, normalize=False) / orbit_basis(po, normalize=False).sum(dim=(1, 2), keepdim=True)),
+        ["size of the whole orbit"]),
+    "weights not initialised (zeros)": (_zero_init, ["initialise weight"]),
+    "A kept as a plain attribute": (_NumpyBasis, ["register_buffer"]),
+    "no bias": (lambda po, i, o: torch.nn.Linear(i, o, bias=False), ["weight (K, in_dim, out_dim) and bias"]),
+    "not a module": (lambda po, i, o: (lambda h: h), ["torch.nn.Module"]),
+}
+
+
+@pytest.mark.parametrize("name", ["reference", "rewrite"] + list(_WRONG_LAYERS))
+def test_check_orbit_linear_verdicts(name, capsys):
+    """The reference and a faithful rewrite pass; each wrong answer fails with a verdict naming its mistake."""
+    from symviz.chapters.ch05_crystal_equivariance.checks import check_orbit_linear
+
+    right = {"reference": OrbitLinear, "rewrite": _TiedBy}
+    verdict = check_orbit_linear(right.get(name) or _WRONG_LAYERS[name][0])
+    printed = capsys.readouterr().out
+    if name in right:
+        assert verdict and "PASSED" in printed
+        return
+    missing = [phrase for phrase in _WRONG_LAYERS[name][1] if phrase not in verdict.message]
+    assert not verdict and not missing, (name, verdict.message)
+    assert verdict.message in printed                             # the learner sees the verdict
+
+
+def test_the_templates_go_through_accept_to_the_references(monkeypatch, capsys, hcp):
+    """The notebook's templates raise NotImplementedError: accept() falls back to the references, which train."""
+    from symviz import report
+    from symviz.chapters.ch05_crystal_equivariance.checks import check_orbit_linear, check_pair_orbits
+
+    monkeypatch.setattr(report, "_exercises", [])
+    monkeypatch.delenv("SYMVIZ_SOLUTIONS", raising=False)
+
+    class MyOrbitLinear(torch.nn.Module):
+        def __init__(self, pair_orbits, in_dim, out_dim):
+            super().__init__()
+            raise NotImplementedError("build the orbit-tied layer's parameters")
+
+    def my_pair_orbits(perms):
+        raise NotImplementedError("label the orbits of site pairs")
+
+    layer = report.accept("orbit-tied linear layer (OrbitLinear)", MyOrbitLinear, check_orbit_linear, reference=OrbitLinear)
+    orbits = report.accept("pair orbits (warm-up)", my_pair_orbits, check_pair_orbits, reference=C.pair_orbits)
+    assert layer.source == orbits.source == "reference"
+    assert "NotImplementedError" in capsys.readouterr().out
+    atoms, _, perms = hcp
+    net = CrystalEquivariantNet(orbits(perms), hidden=8, layer=layer)
+    assert all(isinstance(m, OrbitLinear) for m in net.layers) and len(net.layers) == 2
+    assert all(e["used_downstream"] for e in report.exercises())
+
+
+def test_crystal_net_layer_hook(hcp):
+    """layer= builds the orbit layers from any class; the default is OrbitLinear; the same seed gives the same net."""
+    atoms, _, perms = hcp
+    po = C.pair_orbits(perms)
+    torch.manual_seed(0)
+    default = CrystalEquivariantNet(po, hidden=8)
+    torch.manual_seed(0)
+    hooked = CrystalEquivariantNet(po, hidden=8, layer=_TiedBy)
+    assert isinstance(default.layers[0], OrbitLinear) and isinstance(hooked.layers[0], _TiedBy)
+    for (k, a), (_, b) in zip(default.named_parameters(), hooked.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)       # the same draws, in the same order
+    x = torch.randint(0, 2, (3, len(atoms))).float()
+    torch.testing.assert_close(default(x).energy, hooked(x).energy)
+    with pytest.raises(TypeError, match="layer must be a class"):
+        CrystalEquivariantNet(po, layer="OrbitLinear")
+
+
+def test_conclude_records_the_claims_with_their_kinds():
+    import pandas as pd
+
+    from symviz import report
+    from symviz.chapters.ch05_crystal_equivariance.results import conclude
+
+    names = ("eq", "cg", "mlp")
+    sym = pd.DataFrame({"energy invariance error": [1e-16, 1e-15, 0.5], "per-site equivariance error": [1e-16, 1e-15, np.nan]},
+                       index=list(names))
+    curve = pd.DataFrame([{"model": m, "n_train": 8, "seed": s, "test_mae_meV": v}
+                          for s in range(3) for m, v in zip(names, (10 + s, 9 + s, 50 + 2 * s))])
+    lc = curve.pivot_table(index="n_train", columns="model", values="test_mae_meV", aggfunc="mean")
+    mb = pd.DataFrame({"mean": [0.3, 0.31]}, index=["a", "b"])
+    kw = dict(sym_table=sym, model_names=names, curve=curve, lc_table=lc, small=8, n_seeds=3, site_corr={"x": 0.9},
+              site_mae=20.0, site_mae_baseline=800.0, mb_table=mb, n_operations=432, n_pair_orbits=11, wall_s=1.0)
+    report.start("05_crystal_equivariance", None, verbose=False)
+    table = conclude(**kw)
+    assert list(table.columns) == ["claim", "kind", "numbers", "holds"]
+    assert list(table["kind"]) == ["sanity", "sanity", "paper", "paper"] and table["holds"].all()
+    report.start("05_crystal_equivariance", None, verbose=False)
+    table = conclude(**dict(kw, site_mae=900.0))                     # the per-site model loses: that claim fails
+    assert list(table["holds"]) == [True, True, False, True]
+    with pytest.raises(ValueError, match="not in sym_table"):
+        conclude(**dict(kw, model_names=("eq", "cg", "other")))

@@ -143,10 +143,16 @@ class CrystalEquivariantNet(nn.Module):
 
     Layers: per-site embedding, ``n_layers`` residual blocks ``h <- h + SiLU(OrbitLinear(h))``, and a
     per-site MLP readout (a per-site map is equivariant to any permutation).
+
+    ``layer``: the class of the orbit-tied layers, called as ``layer(pair_orbits, hidden, hidden)`` (default
+    :class:`OrbitLinear`; chapter 05 passes the learner's own, checked against it).
     """
 
-    def __init__(self, pair_orbits: Any, in_dim: int = 2, hidden: int = 32, n_layers: int = 2):
+    def __init__(self, pair_orbits: Any, in_dim: int = 2, hidden: int = 32, n_layers: int = 2, layer: Any = None):
         super().__init__()
+        layer = OrbitLinear if layer is None else layer
+        if not callable(layer):
+            raise TypeError(f"CrystalEquivariantNet: layer must be a class like OrbitLinear, got {type(layer).__name__}")
         if not (isinstance(hidden, int) and hidden >= 1):
             raise ValueError(f"CrystalEquivariantNet: hidden must be a positive int, got {hidden!r}")
         if not (isinstance(n_layers, int) and n_layers >= 0):
@@ -155,7 +161,7 @@ class CrystalEquivariantNet(nn.Module):
             raise ValueError(f"CrystalEquivariantNet: in_dim must be a positive int, got {in_dim!r}")
         self.in_dim = in_dim
         self.embed = nn.Linear(in_dim, hidden)
-        self.layers = nn.ModuleList([OrbitLinear(pair_orbits, hidden, hidden) for _ in range(n_layers)])
+        self.layers = nn.ModuleList([layer(pair_orbits, hidden, hidden) for _ in range(n_layers)])
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
         self.n_sites = int(np.asarray(pair_orbits).shape[0])
 

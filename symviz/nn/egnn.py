@@ -15,7 +15,9 @@ Read this module from the top:
 3. :class:`MCEGNNLayer`, :class:`MCEGNN`, :class:`MCEGNNRegressor`: what the chapter trains. With
    ``channels=1`` :class:`MCEGNN` computes the same function as :class:`EGNN`, with the same parameters
    regrouped (:meth:`MCEGNN.from_reference` copies them across; outputs and gradients are tested equal
-   in float64); with ``channels=C`` it is MC-EGNN.
+   in float64); with ``channels=C`` it is MC-EGNN. ``coord_update=`` plugs in any function with the
+   signature of :func:`multichannel_coord_update` (e.g. a learner's own): the model then runs it on the
+   edge-list path, with plain autograd (the default, ``None``, keeps the fast built-in update).
 4. The dense path's kernels, :class:`_DenseLayerFunction` with its hand-written backward: an
    optimisation of the same function, nothing more.
 
@@ -326,6 +328,12 @@ class MCEGNNLayer(nn.Module):
         velocity: use the velocity update (EGNN Eq. 7).
         update_coords: False keeps ``x`` fixed (an invariant EGNN, as in the EGNN QM9 model).
 
+        coord_update: ``None`` (the built-in update) or a function ``f(x, w) -> x'`` with the signature of
+            :func:`multichannel_coord_update` (``x (B,n,3,C)``, ``w (B,n,n,C,C)``): the coordinate update
+            ``x_i + 1/(n-1) sum_{j != i} (x_i - x_j) w_ij`` computed by ``f`` instead (chapter 04's exercise).
+            It runs on complete graphs of the edge-list path only (:meth:`forward_edges` with
+            ``dense_shape``), under plain autograd; the velocity term is added after it.
+
     Every linear map that reads only ``h_i`` (the node halves of the first layers of ``phi_e`` and
     ``phi_h`` and the first layer of ``phi_v``) is one ``(hidden, k*hidden)`` matrix applied once per
     node: the same function as separate layers on concatenated inputs, with fewer, larger kernels.
@@ -334,9 +342,12 @@ class MCEGNNLayer(nn.Module):
     """
 
     def __init__(self, hidden: int, channels: int = 1, edge_nf: int = 0, velocity: bool = True,
-                 update_coords: bool = True):
+                 update_coords: bool = True, coord_update=None):
         super().__init__()
+        if coord_update is not None and not callable(coord_update):
+            raise TypeError(f"coord_update must be None or a function f(x, w) -> x', got {type(coord_update).__name__}")
         self.hidden, self.channels, self.edge_nf = hidden, channels, edge_nf
+        self.coord_update = coord_update
         self.velocity = bool(velocity and update_coords)
         self.update_coords = update_coords
         H = hidden
@@ -432,9 +443,12 @@ class MCEGNNLayer(nn.Module):
         cfg = (self.channels, self.n_node_blocks, self.update_coords)
         return _DenseLayerFunction.apply(cfg, h, x, v0, inv_extra, emask, inv_deg, *pairs, *self._params())
 
-    def forward_edges(self, h, x, v0, edge_attr, edge_index, inv_deg):
+    def forward_edges(self, h, x, v0, edge_attr, edge_index, inv_deg, dense_shape=None):
         """Edge-list path. ``h (M,H)``, ``x (M,3,C)``, ``v0 (M,3)|None``, ``edge_attr (E,E_f)|None``,
-        ``edge_index (2,E)`` (row 0 receives), ``inv_deg (M,1,1)`` = 1/(number of incoming edges)."""
+        ``edge_index (2,E)`` (row 0 receives), ``inv_deg (M,1,1)`` = 1/(number of incoming edges).
+        ``dense_shape = (B, n)`` when the nodes are ``B`` complete graphs of ``n`` nodes (padding nodes, if
+        any, have no edges): needed by a :attr:`coord_update` function, which sees the graphs as dense
+        ``(B, n, ...)`` tensors."""
         row, col = edge_index[0], edge_index[1]
         diff = x[row] - x[col]                                                # (E,3,C)
         inv = gram_invariants(diff)
@@ -445,13 +459,36 @@ class MCEGNNLayer(nn.Module):
         if self.update_coords:
             C = self.channels
             w = self.coord_mlp(m).view(-1, C, C)
-            trans = torch.einsum("kdc,kce->kde", diff, w)
-            u = torch.zeros_like(x).index_add_(0, row, trans) * inv_deg
+            if self.coord_update is None:
+                trans = torch.einsum("kdc,kce->kde", diff, w)
+                u = torch.zeros_like(x).index_add_(0, row, trans) * inv_deg
+            else:
+                u = self._plugged_update(x, w, row, col, inv_deg, dense_shape)
             if vel is not None and v0 is not None:
                 u = u + v0[..., None] * vel[:, None, :]
             x = x + u
         agg = torch.zeros_like(h).index_add_(0, row, m)
         return self._node_update(h, node_h, agg), x
+
+    def _plugged_update(self, x, w, row, col, inv_deg, dense_shape):
+        """``u = coord_update(X, W) - X`` on the dense view of complete graphs: ``X (B,n,3,C)``, and ``W``
+        ``(B,n,n,C,C)`` holding each edge's mixing matrix (zero on the diagonal and for padding nodes).
+        With padding the function's ``1/(n-1)`` is rescaled to ``1/(n_valid-1)``, the built-in normalisation."""
+        if dense_shape is None:
+            raise ValueError("coord_update= works on complete graphs given as (B, n, ...) batches "
+                             "(MCEGNN.forward), not on the sparse graphs of forward_graph")
+        B, n = dense_shape
+        C = self.channels
+        X = x.view(B, n, 3, C)
+        W = w.new_zeros(B * n, n, C, C).index_put((row, col % n), w).view(B, n, n, C, C)
+        out = self.coord_update(X, W)
+        if not torch.is_tensor(out) or out.shape != X.shape:
+            raise ValueError(f"coord_update must return a tensor of shape {tuple(X.shape)} (B, n, 3, C), "
+                             f"got {getattr(out, 'shape', type(out).__name__)}")
+        u = (out - X).reshape(B * n, 3, C)
+        if row.numel() != B * n * (n - 1):               # padding: rescale 1/(n-1) to 1/(n_valid-1)
+            u = u * (inv_deg * (n - 1))
+        return u
 
 
 class MCEGNN(nn.Module):
@@ -467,6 +504,10 @@ class MCEGNN(nn.Module):
         update_coords: False for an invariant network (positions only give distances).
         path: ``"auto"`` (see :meth:`chosen_path`), ``"dense"`` or ``"edges"``; the same function on every path.
         dense_max_nodes: the largest graph ``"auto"`` runs on the dense path.
+        coord_update: ``None`` (the built-in update) or a function with the signature of
+            :func:`multichannel_coord_update` that every layer uses for its coordinate update (see
+            :class:`MCEGNNLayer`); the model then runs on the edge-list path (``"auto"`` chooses it; the
+            dense path's hand-written backward cannot differentiate an arbitrary function).
 
     Call ``model(h, x, v=None, edge_attr=None, *, mask=None)`` with ``h (B,n,in_node_nf)``,
     ``x (B,n,3)`` or ``(B,n,3,C)``, ``v (B,n,3)``, ``edge_attr (B,n,n,edge_nf)`` and ``mask (B,n)`` bool
@@ -478,19 +519,23 @@ class MCEGNN(nn.Module):
 
     def __init__(self, in_node_nf: int, hidden: int = 64, n_layers: int = 4, channels: int = 1,
                  edge_nf: int = 0, velocity: bool = True, update_coords: bool = True, path: str = "auto",
-                 dense_max_nodes: int = 64):
+                 dense_max_nodes: int = 64, coord_update=None):
         super().__init__()
         _check_sizes(in_node_nf=(in_node_nf, 1), hidden=(hidden, 1), n_layers=(n_layers, 1), channels=(channels, 1),
                      edge_nf=(edge_nf, 0))
         if path not in self.PATHS:
             raise ValueError(f"path must be one of {self.PATHS}, got {path!r}")
+        if coord_update is not None and path == "dense":
+            raise ValueError("coord_update= runs on the edge-list path (plain autograd): use path='auto' or 'edges', "
+                             "not 'dense' (its hand-written backward knows only the built-in update)")
         self.in_node_nf, self.hidden, self.n_layers = in_node_nf, hidden, n_layers
         self.channels, self.edge_nf, self.velocity, self.path = channels, edge_nf, velocity, path
         self.update_coords = update_coords
         self.dense_max_nodes = dense_max_nodes
         self.embedding = nn.Linear(in_node_nf, hidden)
-        self.layers = nn.ModuleList(MCEGNNLayer(hidden, channels, edge_nf, velocity, update_coords)
+        self.layers = nn.ModuleList(MCEGNNLayer(hidden, channels, edge_nf, velocity, update_coords, coord_update)
                                     for _ in range(n_layers))
+        self.coord_update = coord_update
 
     @classmethod
     @torch.no_grad()
@@ -540,7 +585,11 @@ class MCEGNN(nn.Module):
     def chosen_path(self, n_nodes: int) -> str:
         """The path a batch of graphs of ``n_nodes`` nodes runs on: :attr:`path`, or for ``"auto"`` the dense
         path up to ``dense_max_nodes`` nodes (its ``(B, n, n-1, hidden)`` pair tensors grow as ``n^2``) and
-        the edge list beyond."""
+        the edge list beyond. With a :attr:`coord_update` function: always the edge list."""
+        if self.coord_update is not None:
+            if self.path == "dense":
+                raise ValueError("coord_update= runs on the edge-list path: set model.path to 'auto' or 'edges'")
+            return "edges"
         if self.path != "auto":
             return self.path
         return "dense" if n_nodes <= self.dense_max_nodes else "edges"
@@ -576,7 +625,7 @@ class MCEGNN(nn.Module):
             hf, xf = hid.reshape(B * n, -1), x.reshape(B * n, 3, self.channels)
             vf = None if v is None else v.reshape(B * n, 3)
             for layer in self.layers:
-                hf, xf = layer.forward_edges(hf, xf, vf, ea, edge_index, inv_deg)
+                hf, xf = layer.forward_edges(hf, xf, vf, ea, edge_index, inv_deg, dense_shape=(B, n))
             hid, x = hf.reshape(B, n, -1), xf.reshape(B, n, 3, self.channels)
         if padded:
             hid, x = hid * fmask[..., None], x * fmask[..., None, None]

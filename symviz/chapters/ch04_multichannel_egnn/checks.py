@@ -25,6 +25,29 @@ _SYMMETRIES = (
 )
 
 
+def _diagnose(got, x, w, want) -> str:
+    """Name the plausible mistake that ``got`` reproduces (equivariant but not the reference), else a general hint."""
+    import torch
+
+    from symviz.nn.egnn import multichannel_coord_update
+
+    n = x.shape[1]
+    mistakes = (
+        ("you summed over j without dividing by n - 1: the update is a mean over the n - 1 neighbours",
+         x + (want - x) * (n - 1)),
+        ("you divided by n, but a node has n - 1 neighbours j != i", x + (want - x) * (n - 1) / n),
+        ("you used w_ji (w[:, j, i]) where the edge (i, j) needs its own matrix w_ij (w[:, i, j])",
+         multichannel_coord_update(x, w.transpose(1, 2))),
+        ("you mixed the channels with w_ij transposed: the product is (x_i - x_j) @ w_ij, (3, C) times (C, C)",
+         multichannel_coord_update(x, w.transpose(-1, -2))),
+    )
+    for message, wrong in mistakes:
+        if torch.allclose(got, wrong, rtol=1e-6, atol=1e-9):
+            return message
+    return ("compute x_i + 1/(n - 1) * sum over j != i of (x_i - x_j) @ w_ij, the (3, C) difference times the "
+            "(C, C) matrix of the edge (i, j)")
+
+
 def check_mc_coord_update(coord_update_fn) -> CheckResult:
     """Check a learner's multichannel coordinate update ``coord_update_fn(x, w) -> x'`` (chapter 04).
 
@@ -68,8 +91,7 @@ def check_mc_coord_update(coord_update_fn) -> CheckResult:
                                           f"(relative error {err:.2g}). Hint: {hint}")
         err = float((got - want).norm() / want.norm())
         if err > 1e-8:
-            mean_hint = " (did you divide by n - 1, the number of neighbours?)" if C == 1 else \
-                " (mix channels as (x_i - x_j) @ w_ij: a (3, C) by (C, C) product, summed over j != i, divided by n - 1)"
-            return verdict(False, "", f"equivariant, but with C={C} it differs from the reference by {err:.2g} (relative){mean_hint}.")
+            return verdict(False, "", f"equivariant, but with C={C} it differs from the reference by {err:.2g} "
+                                      f"(relative): {_diagnose(got, x, w, want)}.")
     return verdict(True, "your multichannel update matches the reference and is E(3)- and permutation-equivariant "
                          "for C = 1 and C = 3.", "")

@@ -18,10 +18,11 @@ import torch
 
 from symviz.train import TensorBatches, evaluate, fit, resolve_device
 from symviz.data.nbody import prediction_horizon
-from symviz.nn.egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse
+from symviz.nn.egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse, predict_nbody
 
 __all__ = ["RunResult", "TensorBatches", "training_spikes", "train_nbody", "train_solar", "train_qm9", "solar_mse", "linear_baseline_mse",
-           "step_time_ms", "step_times_ms", "make_train_step", "sliding_predictions"]
+           "step_time_ms", "step_times_ms", "make_train_step", "sliding_predictions", "builtin_update_error",
+           "channel_points"]
 
 
 @dataclass
@@ -86,15 +87,18 @@ def _nbody_tensors(split):
 def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden: int = 64, n_layers: int = 4,
                 epochs: int = 100, lr: float = 5e-4, batch_size: int = 100, weight_decay: float = 1e-12,
                 device: str = "auto", patience: int | None = None, progress: bool = False,
-                compile: bool = False) -> RunResult:
+                compile: bool = False, coord_update=None) -> RunResult:
     """Train an (MC-)EGNN on :func:`symviz.data.nbody.charged_splits` output; ``test`` is the test MSE.
 
     Defaults follow the EGNN reference setup for N-body (Satorras et al. 2021: hidden 64, 4 layers,
     Adam lr 5e-4, batch 100, weight decay 1e-12). ``compile=True`` trains through ``torch.compile``
     with an eager fallback (:class:`symviz.train.CompileOrEager`): worth it for long runs only.
+    ``coord_update``: a coordinate-update function (the learner's, with the signature of
+    :func:`symviz.nn.egnn.multichannel_coord_update`) used by every layer instead of the built-in one; the
+    model then trains on the edge-list path (same function, same initial weights for the same seed).
     """
     torch.manual_seed(seed)
-    model = MCEGNN(1, hidden, n_layers, channels, edge_nf=1, velocity=True)
+    model = MCEGNN(1, hidden, n_layers, channels, edge_nf=1, velocity=True, coord_update=coord_update)
     tr = _loader(_nbody_tensors(splits["train"]), batch_size, True, seed, drop_last=True)   # as main_nbody.py
     va = _loader(_nbody_tensors(splits["val"]), 500, False, seed)
     te = _loader(_nbody_tensors(splits["test"]), 500, False, seed)
@@ -102,7 +106,8 @@ def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden: int = 64
     res = fit(model, nbody_mse, tr, va, epochs=epochs, optimizer=_adam(model, lr, weight_decay, device), seed=seed,
               device=device, amp=False, patience=patience, progress=progress, desc=f"N-body C={channels} seed={seed}",
               compile=compile)
-    test = evaluate(res.model, nbody_mse, te, device)
+    with torch.no_grad():   # (the edge-list path would otherwise build autograd graphs it never uses)
+        test = evaluate(res.model, nbody_mse, te, device)
     return _result(res.model, channels, seed, test, res.history, count_parameters(model), time.perf_counter() - t0,
                    f"N-body C={channels} seed={seed}")
 
@@ -266,3 +271,35 @@ def sliding_predictions(model: MCEGNN, positions, velocities, mass, lag: int) ->
     model.eval()
     T = pos.shape[0] - lag
     return _solar_predict(model, pos[:T], vel[:T], mass.expand(T, -1, -1))
+
+
+@torch.no_grad()
+def builtin_update_error(model: MCEGNN, split: dict, n: int = 100) -> float:
+    """How far an N-body :class:`~symviz.nn.egnn.MCEGNN` built with ``coord_update=`` (e.g. the learner's update)
+    is from the same weights run with the built-in update (the default fast path): the relative difference
+    ``||f_plugged - f_builtin|| / ||f_builtin||`` of the predicted positions on the first ``n`` systems of ``split``
+    (a :func:`symviz.data.nbody.charged_splits` split), in the model's dtype."""
+    if not isinstance(model, MCEGNN):
+        raise TypeError(f"model must be a symviz.nn.egnn.MCEGNN, got {type(model).__name__}")
+    dev = model.embedding.weight.device
+    twin = MCEGNN(model.in_node_nf, model.hidden, model.n_layers, model.channels, model.edge_nf, model.velocity,
+                  model.update_coords).to(model.embedding.weight)
+    twin.load_state_dict(model.state_dict())
+    was = model.training
+    model.eval()
+    twin.eval()
+    loc, vel, charges = (split[k][:n].to(dev) for k in ("loc", "vel", "charges"))
+    got, want = predict_nbody(model, loc, vel, charges), predict_nbody(twin, loc, vel, charges)
+    model.train(was)
+    return float((got - want).norm() / want.norm().clamp(min=1e-12))
+
+
+@torch.no_grad()
+def channel_points(model: MCEGNN, loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor) -> torch.Tensor:
+    """The ``C`` output position channels ``(B, n, 3, C)`` of an N-body (MC-)EGNN for ``loc, vel (B,n,3)`` and
+    ``charges (B,n,1)``: every channel is a point; the prediction is their mean."""
+    was = model.training
+    model.eval()
+    out = model(*nbody_inputs(loc, vel, charges)).x_channels
+    model.train(was)
+    return out
