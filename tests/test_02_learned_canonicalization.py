@@ -6,17 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from symviz.chapters.ch02_learned_canonicalization.checks import check_gram_schmidt_frame
+from symviz.chapters.ch02_learned_canonicalization.checks import check_canonicalize, check_gram_schmidt_frame
 from symviz.data.pointsets import covariance_anisotropy, make_pointsets, make_templates
 from symviz.data.rotated_images import random_rot90, rotated_image_task
 from symviz.groups import random_orthogonal, random_rotation
 from symviz.nn.canonical import (C4ImageCanonicalizer, CanonicalizedModel, CnImageCanonicalizer,
                                      MomentImageCanonicalizer, PCAFrameCanonicalizer, PointFrameCanonicalizer,
-                                     PointNetClassifier, canonical_frame_consistency, gram_schmidt, pose_spread, rotate_images_cn,
-                                     rotation_angle, straight_through_onehot)
+                                     PointNetClassifier, CanonicalizationResult, canonical_frame_consistency,
+                                     canonicalize_cn, gram_schmidt, pose_spread, rotate_images_cn, rotation_angle,
+                                     straight_through_onehot)
 from symviz.chapters.ch02_learned_canonicalization.experiments import (IMAGE_MODELS, POINTSET_MODELS, TensorBatches, accuracy,
                                                  make_image_model, make_pointset_model, se3_invariance_error,
                                                  train_classifier)
+from symviz.chapters.ch02_learned_canonicalization.results import conclude
 from symviz.equivariance import rot90_invariance_error
 from symviz.nn.gcnn import P4CNN, P4GroupConv, P4LiftingConv, SmallCNN
 
@@ -342,8 +344,165 @@ def test_check_gram_schmidt_frame_rejects_a_frame_that_ignores_rotations(capsys)
     (lambda: make_templates(n_points=2), "n_points"),
     (lambda: rotated_image_task("digits", n_train=0), "n_train"),
     (lambda: make_image_model("resnet"), "kind"),
+    (lambda: conclude({}, {}, {}, {}, {}, seeds=[0], dataset="mnist"), "lacks"),
     (lambda: pose_spread(torch.eye(3)[None], torch.eye(3)[None]), "M >= 2"),
 ])
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------- the learner's forward pass (the exercise)
+
+def _wrong_canonicalize(rot_sign=-1, pick="argmax", weights="st", unrotate="mix", score_all=True):
+    """The forward pass with one plausible mistake (the defaults give the right answer)."""
+    def fn(x, score, n, tau=1.0):
+        B = x.shape[0]
+        copies = torch.stack([rotate_images_cn(x, rot_sign * j, n) for j in range(n)], 1)
+        scores = score(copies.flatten(0, 1)).reshape(B, n) if score_all else score(x)[:, None].expand(B, n)
+        idx = scores.argmax(-1) if pick == "argmax" else scores.argmin(-1)
+        soft = torch.softmax(scores / tau, -1)
+        hard = nn.functional.one_hot(idx, n).to(soft)
+        w = {"st": hard + (soft - soft.detach()), "soft": soft, "hard": hard,
+             "st_without_tau": hard + (torch.softmax(scores, -1) - torch.softmax(scores, -1).detach())}[weights]
+        if unrotate == "mix":
+            canonical = torch.einsum("bn,bnchw->bchw", w, copies)
+        elif unrotate == "none":
+            canonical = x
+        else:   # rotate by h instead of h^-1
+            canonical = torch.stack([rotate_images_cn(x[i:i + 1], int(idx[i]), n)[0] for i in range(B)])
+        return CanonicalizationResult(element=idx, scores=scores, canonical=canonical, weights=w)
+    return fn
+
+
+def test_canonicalize_cn_is_the_canonicalizers_forward_pass():
+    torch.manual_seed(0)
+    canon = CnImageCanonicalizer(n=4, hidden=4, tau=0.7)
+    x = torch.rand(5, 1, 12, 12)
+    a, b = canon(x), canonicalize_cn(x, canon.score_images, 4, 0.7)
+    for name in ("element", "scores", "canonical", "weights"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert torch.equal(canon.scores(x), a.scores)
+
+
+def test_canonicalizer_runs_the_forward_pass_it_is_given():
+    calls = []
+
+    def spy(x, score, n, tau):
+        calls.append((tuple(x.shape), n, tau))
+        return canonicalize_cn(x, score, n, tau)
+
+    torch.manual_seed(0)
+    model = make_image_model("learned", 10, hidden=4, canon_hidden=4, canonicalize=spy)
+    model(torch.rand(3, 1, 12, 12))
+    assert calls == [((3, 1, 12, 12), 4, 1.0)]
+    with pytest.raises(TypeError, match="canonicalize must be a function"):
+        C4ImageCanonicalizer(canonicalize="argmax")
+    with pytest.raises(TypeError, match="CanonicalizationResult"):
+        C4ImageCanonicalizer(hidden=4, canonicalize=lambda x, s, n, t: x)(torch.rand(1, 1, 8, 8))
+
+
+def test_point_frame_canonicalizer_builds_frames_with_the_function_it_is_given():
+    calls = []
+
+    def spy(v1, v2):
+        calls.append(v1.shape)
+        return gram_schmidt(v1, v2)
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 10, 3)
+    a = PointFrameCanonicalizer(8, frame=spy)
+    b = PointFrameCanonicalizer(8)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a(x).element, b(x).element) and calls == [(4, 3)]
+    with pytest.raises(TypeError, match="frame must be a function"):
+        PointFrameCanonicalizer(frame=3)
+
+
+def test_models_holding_an_accepted_exercise_train_and_deep_copy(monkeypatch):
+    """The notebook passes report.accept's wrapper: the model runs it (used downstream) and can be deep-copied."""
+    from symviz import report
+
+    monkeypatch.setattr(report, "_exercises", [])
+    monkeypatch.delenv("SYMVIZ_SOLUTIONS", raising=False)
+    frame = report.accept("frame", gram_schmidt, check_gram_schmidt_frame, reference=gram_schmidt)
+    canon = report.accept("canon", canonicalize_cn, check_canonicalize, reference=canonicalize_cn)
+    torch.manual_seed(0)
+    pts = make_pointset_model("learned", 3, hidden=8, canon_hidden=4, frame=frame)
+    assert se3_invariance_error(pts, torch.randn(2, 8, 3)) < 1e-10     # deep-copies the model
+    img = make_image_model("learned", 10, hidden=4, canon_hidden=4, canonicalize=canon)
+    assert rot90_invariance_error(img, torch.rand(4, 1, 12, 12)) < 1e-6
+    assert [(e["name"], e["source"], e["used_downstream"]) for e in report.exercises()] == [
+        ("frame", "learner", True), ("canon", "learner", True)]
+
+
+def test_check_canonicalize_accepts_the_reference_and_its_own_right_answer():
+    assert check_canonicalize(canonicalize_cn)
+    assert check_canonicalize(_wrong_canonicalize())
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (dict(rot_sign=1), "rotated the copies the wrong way"),
+    (dict(pick="argmin"), "argmin"),
+    (dict(weights="soft"), "softmax itself"),
+    (dict(weights="hard"), "no gradient reaches the scoring network"),
+    (dict(weights="st_without_tau"), "gradient reaching the scoring network differs"),
+    (dict(unrotate="none"), "inputs themselves"),
+    (dict(unrotate="plus"), "instead of undoing it"),
+    (dict(score_all=False), "scored only the unrotated image"),
+])
+def test_check_canonicalize_rejects_plausible_mistakes(mistake, message):
+    res = check_canonicalize(_wrong_canonicalize(**mistake))
+    assert not res and message in res.message
+
+
+def test_check_canonicalize_reports_errors_and_leaves_the_random_state_alone():
+    def template(x, score, n, tau=1.0):
+        raise NotImplementedError("write my_canonicalize")
+
+    state = torch.random.get_rng_state()
+    res = check_canonicalize(template)
+    assert not res and "NotImplementedError" in res.message
+    assert not check_canonicalize(lambda x, score, n, tau=1.0: x)        # not a CanonicalizationResult
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_template_falls_back_to_the_reference(monkeypatch):
+    from symviz import report
+
+    monkeypatch.setattr(report, "_exercises", [])
+    monkeypatch.delenv("SYMVIZ_SOLUTIONS", raising=False)
+
+    def my_canonicalize(x, score, n, tau=1.0):
+        raise NotImplementedError("write my_canonicalize")
+
+    used = report.accept("forward pass", my_canonicalize, check_canonicalize, reference=canonicalize_cn)
+    assert used.source == "reference" and used.__wrapped__ is canonicalize_cn
+    monkeypatch.setenv("SYMVIZ_SOLUTIONS", "1")
+    used = report.accept("forward pass", my_canonicalize, check_canonicalize, reference=canonicalize_cn,
+                         solution=_wrong_canonicalize())
+    assert used.source == "solution"
+
+
+def test_conclude_records_claims_of_both_kinds(monkeypatch):
+    from symviz import report
+
+    monkeypatch.setattr(report, "_exercises", [])
+    monkeypatch.setattr(report, "_current", None)     # restored after the test
+    report.start("02_test", None, verbose=False)
+    acc = {"cnn": [0.3, 0.35], "cnn_augmented": [0.6, 0.62], "moments": [0.7, 0.8], "learned": [0.85, 0.8],
+           "p4cnn": [0.75, 0.7]}
+    inv = {"cnn": [1.2, 1.1], "cnn_augmented": [0.3, 0.4], "moments": [0.0, 0.0], "learned": [0.0, 1e-8],
+           "p4cnn": [2e-7, 3e-7]}
+    pts = {"pointnet": [0.3, 0.25], "pca": [0.3, 0.35], "learned": [0.95, 1.0]}
+    pinv = {"pointnet": [3.0, 4.0], "pca": [1e-13, 1e-13], "learned": [1e-13, 2e-13]}
+    table = conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, seeds=[0, 1], dataset="mnist")
+    assert list(table.columns) == ["claim", "kind", "numbers", "holds"]
+    assert table.holds.all() and list(table.kind).count("paper") == 4 and list(table.kind).count("sanity") == 2
+    assert report.current().metrics["img_acc_learned_per_seed"] == [0.85, 0.8]
+    acc["learned"] = [0.2, 0.8]          # loses to the plain CNN on one seed: that claim fails
+    table = conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, seeds=[0, 1], dataset="mnist")
+    assert not table.set_index("claim").holds[
+        "images: learned canonicalization beats the plain CNN on rotated test images on every seed"]
+    with pytest.raises(ValueError, match="one accuracy per seed"):
+        conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, seeds=[0, 1, 2], dataset="mnist")

@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
-from symviz.chapters.ch03_equivariant_adaptation.checks import check_canonicalization_prior
+from symviz.chapters.ch03_equivariant_adaptation.checks import (check_adaptation_objective, check_adaptation_step,
+                                                                check_canonicalization_prior)
+from symviz.chapters.ch03_equivariant_adaptation.results import conclude
 from symviz.losses import canonicalization_prior
-from symviz.chapters.ch03_equivariant_adaptation.adaptation import (AdaptedModel, adapt, element_histogram, evaluate_adapted, evaluate_rotations,
+from symviz.chapters.ch03_equivariant_adaptation.adaptation import (AdaptedModel, adapt, adaptation_objective, adaptation_step, element_histogram, evaluate_adapted, evaluate_rotations,
                                       identity_metric, rotate_test_set, rotation_angles)
 from symviz.equivariance import rot90_invariance_error
 from symviz.nn.canonical import C4ImageCanonicalizer
@@ -71,8 +73,8 @@ def test_exercise_check():
     detached = lambda s: canonicalization_prior(s).detach()  # noqa: E731
     assert not check_canonicalization_prior(detached)
     discrete = lambda s: torch.nn.functional.cross_entropy(s, torch.zeros(len(s), dtype=torch.long))  # noqa: E731
-    assert check_canonicalization_prior(discrete, check_continuous=False)
-    assert not check_canonicalization_prior(discrete)  # raises on matrices: reported, not raised
+    assert check_canonicalization_prior(discrete)      # the continuous case is a bonus: checked only when asked
+    assert not check_canonicalization_prior(discrete, check_continuous=True)  # raises on matrices: reported, not raised
 
 
 # --- backbone ---------------------------------------------------------------------------------
@@ -249,6 +251,10 @@ def test_adapt_bad_arguments():
         adapt(bb, x, y, x_val=x)
     with pytest.raises(TypeError, match="backbone"):
         adapt("resnet", x, y)
+    with pytest.raises(TypeError, match="step must be a function"):
+        adapt(bb, x, y, step="sgd")
+    with pytest.raises(ValueError, match="task_weight applies to the reference objective"):
+        adapt(bb, x, y, task_weight=0.5, objective=adaptation_objective)
 
 
 def test_adapt_continuous_prior_pulls_matrix_to_identity():
@@ -295,3 +301,142 @@ def test_evaluate_adapted_matches_separate_measurements():
         evaluate_adapted(model, x, y[:3])
     with pytest.raises(ValueError, match="discrete canonicalizer"):
         evaluate_adapted(ResNetBackbone(hidden=4, blocks=(1,)), x, y)
+
+
+# --- the learner's objective and step (the exercise) -------------------------------------------
+
+def test_adaptation_objective_is_task_loss_plus_weighted_prior():
+    g = torch.Generator().manual_seed(0)
+    logits, labels, scores = torch.randn(6, 10, generator=g), torch.randint(0, 10, (6,), generator=g), torch.randn(6, 4, generator=g)
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.equal(adaptation_objective(logits, labels, scores, 0.0), ce)
+    assert torch.allclose(adaptation_objective(logits, labels, scores, 2.5), ce + 2.5 * canonicalization_prior(scores))
+    assert torch.allclose(adaptation_objective(logits, labels, scores, 1.0, task_weight=0.0), canonicalization_prior(scores))
+
+
+def test_adapt_trains_with_the_objective_and_step_it_is_given():
+    """The learner's objective and step drive the loop; equal ones give the reference's weights exactly."""
+    calls = {"step": 0, "objective": 0}
+
+    def my_objective(logits, labels, scores, beta):
+        calls["objective"] += 1
+        return torch.nn.functional.cross_entropy(logits, labels) + beta * canonicalization_prior(scores)
+
+    def my_step(model, batch, optimizer, objective, beta):
+        calls["step"] += 1
+        return adaptation_step(model, batch, optimizer, objective, beta)
+
+    x, y = torch.rand(40, 28, 28), torch.randint(0, 10, (40,))
+    bb = ResNetBackbone(hidden=4, blocks=(1,), stem_stride=2)
+    kw = dict(prior_weight=3.0, epochs=2, batch_size=20, hidden=4, device="cpu", seed=1, x_val=x[:10], y_val=y[:10])
+    mine = adapt(bb, x, y, objective=my_objective, step=my_step, **kw)
+    ref = adapt(bb, x, y, **kw)
+    assert calls["step"] == 4 and calls["objective"] >= 4           # 2 epochs x 2 batches (+ validation)
+    for (k, a), b in zip(mine.model.state_dict().items(), ref.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert mine.history.drop(columns="seconds").equals(ref.history.drop(columns="seconds"))
+
+
+def test_check_adaptation_objective_accepts_right_answers():
+    assert check_adaptation_objective(adaptation_objective)
+    zeros = lambda s: torch.zeros(len(s), dtype=torch.long)  # noqa: E731
+    assert check_adaptation_objective(lambda l, y, s, b: torch.nn.functional.cross_entropy(l, y)
+                                      + b * torch.nn.functional.cross_entropy(s, zeros(s)))
+
+
+def _prior_towards(s, k):
+    return -torch.log_softmax(s, 1)[:, k].mean()
+
+
+@pytest.mark.parametrize("objective, message", [
+    (lambda l, y, s, b: torch.nn.functional.cross_entropy(l, y) - b * _prior_towards(s, 0), "wrong sign"),
+    (lambda l, y, s, b: torch.nn.functional.cross_entropy(l, y) + b * _prior_towards(s, 1), "towards element 1"),
+    (lambda l, y, s, b: torch.nn.functional.cross_entropy(l, y)
+     + b * torch.nn.functional.cross_entropy(s, s.argmax(1)), "already picks (argmax)"),
+    (lambda l, y, s, b: b * torch.nn.functional.cross_entropy(l, y) + _prior_towards(s, 0), "β multiplies the task loss"),
+    (lambda l, y, s, b: torch.nn.functional.cross_entropy(l, y) + _prior_towards(s, 0), "β is missing"),
+    (lambda l, y, s, b: torch.nn.functional.cross_entropy(l, y) - b * torch.log_softmax(s, 1)[:, 0].sum(), "summed"),
+    (lambda l, y, s, b: torch.tensor(float(torch.nn.functional.cross_entropy(l, y) + b * _prior_towards(s, 0))),
+     "no gradient"),
+])
+def test_check_adaptation_objective_rejects_plausible_mistakes(objective, message):
+    res = check_adaptation_objective(objective)
+    assert not res and message in res.message
+
+
+def _step(zero_grad=True, backward=True, step=True, beta_scale=1.0):
+    def fn(model, batch, optimizer, objective, beta):
+        x, y = batch
+        logits, result = model.forward_with_details(x)
+        loss = objective(logits, y, result.scores, beta * beta_scale)
+        if zero_grad:
+            optimizer.zero_grad()
+        if backward:
+            loss.backward()
+        if step:
+            optimizer.step()
+        return loss.detach()
+    return fn
+
+
+def test_check_adaptation_step_accepts_the_reference_and_its_own_right_answer():
+    assert check_adaptation_step(adaptation_step)
+    assert check_adaptation_step(_step())
+
+
+@pytest.mark.parametrize("step, message", [
+    (_step(step=False), "call optimizer.step()"),
+    (_step(zero_grad=False), "optimizer.zero_grad()"),
+    (_step(backward=False), "no gradient was computed"),
+    (_step(beta_scale=0.0), "your step's loss is"),
+])
+def test_check_adaptation_step_rejects_plausible_mistakes(step, message):
+    res = check_adaptation_step(step)
+    assert not res and message in res.message
+
+
+def test_templates_fall_back_to_the_reference(monkeypatch):
+    from symviz import report
+
+    monkeypatch.setattr(report, "_exercises", [])
+    monkeypatch.delenv("SYMVIZ_SOLUTIONS", raising=False)
+
+    def my_objective(logits, labels, scores, beta):
+        raise NotImplementedError("write my_objective")
+
+    def my_step(model, batch, optimizer, objective, beta):
+        raise NotImplementedError("write my_step")
+
+    obj = report.accept("objective", my_objective, check_adaptation_objective, reference=adaptation_objective)
+    step = report.accept("step", my_step, check_adaptation_step, reference=adaptation_step)
+    assert obj.__wrapped__ is adaptation_objective and step.__wrapped__ is adaptation_step
+    assert [(e["passed"], e["source"]) for e in report.exercises()] == [(False, "reference"), (False, "reference")]
+    assert "NotImplementedError" in report.exercises()[1]["message"]
+
+
+def test_conclude_records_claims_of_both_kinds(monkeypatch):
+    import pandas as pd
+
+    from symviz import report
+
+    monkeypatch.setattr(report, "_exercises", [])
+    monkeypatch.setattr(report, "_current", None)     # restored after the test
+    report.start("03_test", None, verbose=False)
+    torch.manual_seed(0)
+    adapted = AdaptedModel(C4ImageCanonicalizer(hidden=4, pool=2), ResNetBackbone(hidden=4, blocks=(1,))).eval()
+    backbone = ResNetBackbone(hidden=4, blocks=(1,)).eval()
+    runs = pd.DataFrame([{"config": c, "seed": s, "upright": 0.85, "rotated": r, "identity": i}
+                         for c, s, r, i in (("no prior", 0, 0.80, 0.3), ("prior", 0, 0.84, 0.8),
+                                            ("no prior", 1, 0.81, 0.2), ("prior", 1, 0.85, 0.9))])
+    ev = {"upright": 0.9, "rotated": 0.4, "per_angle": {0.0: 0.9, 90.0: 0.2, 180.0: 0.3, 270.0: 0.2}}
+    kw = dict(seeds=[0, 1], source="fashion_mnist", backbone_from_cache=True, c8_mean={"prior": 0.7}, wall_seconds=1.0)
+    table = conclude(runs, ev, [adapted], backbone, torch.rand(8, 28, 28), **kw)
+    assert list(table.columns) == ["claim", "kind", "numbers", "holds"]
+    assert list(table.kind) == ["paper", "sanity", "paper", "paper", "paper"]   # the accuracy gap beats the spread
+    assert table.holds[[0, 2, 3, 4]].all()       # (an untrained backbone may be nearly invariant: row 1 not asserted)
+    assert report.current().metrics["invariance_error_adapted"] < 1e-6
+    assert report.current().metrics["prior_identity_metric_per_seed"] == [0.8, 0.9]
+    with pytest.raises(ValueError, match="columns"):
+        conclude(runs.drop(columns="identity"), ev, [adapted], backbone, torch.rand(8, 28, 28), **kw)
+    with pytest.raises(ValueError, match="one row per seed"):
+        conclude(runs, ev, [adapted], backbone, torch.rand(8, 28, 28), **{**kw, "seeds": [0, 1, 2]})

@@ -16,7 +16,9 @@ What is here:
 * :class:`CanonicalizationResult`: what a canonicalizer computed (group element, scores, canonical
   input), returned rather than stored on the module.
 * :class:`CnImageCanonicalizer` / :class:`C4ImageCanonicalizer`: a C_n-equivariant image network that
-  scores the n rotations; straight-through argmax keeps gradients flowing to the scores.
+  scores the n rotations; straight-through argmax keeps gradients flowing to the scores. Their forward
+  pass is :func:`canonicalize_cn` (score every rotation, straight-through argmax, un-rotate), replaceable
+  by the ``canonicalize`` argument.
 * :class:`MomentImageCanonicalizer`: the image-moment heuristic (rotate the intensity centroid to a
   fixed direction).
 * :class:`PointFrameCanonicalizer`: an O(3)-equivariant point-set network predicting vectors that
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -49,7 +51,7 @@ from torch import nn
 from symviz.groups import rot90_image, rotate_image
 
 __all__ = [
-    "CanonicalizationResult", "straight_through_onehot", "rotate_images_cn", "CnImageCanonicalizer",
+    "CanonicalizationResult", "straight_through_onehot", "rotate_images_cn", "canonicalize_cn", "CnImageCanonicalizer",
     "C4ImageCanonicalizer", "MomentImageCanonicalizer", "gram_schmidt", "PointFrameCanonicalizer",
     "PCAFrameCanonicalizer", "CanonicalizedModel", "canonical_frame_consistency", "PointNetClassifier",
     "rotation_angle", "pose_spread",
@@ -135,19 +137,13 @@ class _ImageCanonicalizerBase(nn.Module):
     n: int
     tau: float
 
-    def _result(self, x: torch.Tensor, scores: torch.Tensor, differentiable: bool,
-                rotated: torch.Tensor | None = None) -> CanonicalizationResult:
-        n = self.n
-        if rotated is None:
-            rotated = torch.stack([rotate_images_cn(x, -j, n) for j in range(n)], dim=1)  # (B, n, C, H, W)
-        if differentiable:
-            weights = straight_through_onehot(scores, self.tau)
-            canonical = torch.einsum("bn,bnchw->bchw", weights, rotated)
-        else:
-            weights = None
-            idx = scores.argmax(-1)
-            canonical = rotated[torch.arange(x.shape[0], device=x.device), idx]
-        return CanonicalizationResult(element=scores.argmax(-1), scores=scores, canonical=canonical, weights=weights)
+    def _result(self, x: torch.Tensor, scores: torch.Tensor) -> CanonicalizationResult:
+        """A hard (not differentiable) choice ``h(x) = argmax scores`` and the canonical input ``r^{-h(x)}·x``
+        (heuristics; the learned canonicalizers use :func:`canonicalize_cn`)."""
+        rotated = torch.stack([rotate_images_cn(x, -j, self.n) for j in range(self.n)], dim=1)  # (B, n, C, H, W)
+        idx = scores.argmax(-1)
+        canonical = rotated[torch.arange(x.shape[0], device=x.device), idx]
+        return CanonicalizationResult(element=idx, scores=scores, canonical=canonical)
 
     def group_action(self, y: torch.Tensor, result: CanonicalizationResult) -> torch.Tensor:
         """Map a backbone output from the canonical frame back: ``h(x)·y`` for images ``y: (B, C, H, W)``.
@@ -179,7 +175,7 @@ class CnImageCanonicalizer(_ImageCanonicalizerBase):
 
     ``forward(x: (B, C, H, W)) -> CanonicalizationResult`` with ``canonical = r^{-h(x)}·x`` computed
     as the straight-through one-hot mixture of the n rotated copies (exact forward value, gradients
-    to the scores).
+    to the scores): :func:`canonicalize_cn` with this module's scoring network :meth:`score_images`.
 
     Args:
         n: order of the rotation group.
@@ -188,11 +184,17 @@ class CnImageCanonicalizer(_ImageCanonicalizerBase):
         tau: temperature of the straight-through softmax.
         pool: average-pool the input by this factor first (a cheap, low-resolution canonicalizer;
             still exact for C4 when H is divisible by ``pool``, since pooling commutes with rot90).
+        canonicalize: the forward pass, ``canonicalize(x, score, n, tau) -> CanonicalizationResult`` with
+            ``score = self.score_images``; default :func:`canonicalize_cn` (the reference). A chapter passes a
+            learner's implementation here, so the model it trains runs the learner's code.
     """
 
     def __init__(self, n: int = 4, in_channels: int = 1, hidden: int = 16, kernel_size: int = 5, tau: float = 1.0,
-                 pool: int = 1):
+                 pool: int = 1, canonicalize: Callable | None = None):
         super().__init__()
+        if canonicalize is not None and not callable(canonicalize):
+            raise TypeError(f"canonicalize must be a function (x, score, n, tau) -> CanonicalizationResult, "
+                            f"got {type(canonicalize).__name__}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer (the order of C_n), got {n!r}")
         if not isinstance(in_channels, int) or in_channels < 1:
@@ -202,6 +204,7 @@ class CnImageCanonicalizer(_ImageCanonicalizerBase):
         if not isinstance(pool, int) or pool < 1:
             raise ValueError(f"pool must be a positive integer (average-pooling factor), got {pool!r}")
         self.n, self.in_channels, self.tau, self.pool = n, in_channels, float(tau), pool
+        self.canonicalize = canonicalize if canonicalize is not None else canonicalize_cn
         pad = kernel_size // 2
         self.phi = nn.Sequential(
             nn.AvgPool2d(pool) if pool > 1 else nn.Identity(),
@@ -218,9 +221,14 @@ class CnImageCanonicalizer(_ImageCanonicalizerBase):
         """``(B, n, C, H, W)``: ``r^{-j}·x`` for ``j = 0..n-1``."""
         return torch.stack([rotate_images_cn(x, -j, self.n) for j in range(self.n)], dim=1)
 
+    def score_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N,)``: the score ``φ(image)`` of each image of ``images: (N, C, H, W)`` (one number per image;
+        not equivariant by itself: the lifting to C_n is scoring every rotated copy)."""
+        return self.phi(images).mean(-1)
+
     def _scores_of(self, rotated: torch.Tensor) -> torch.Tensor:
         B = rotated.shape[0]
-        return self.phi(rotated.flatten(0, 1)).mean(-1).reshape(B, self.n)
+        return self.score_images(rotated.flatten(0, 1)).reshape(B, self.n)
 
     def _check(self, x: torch.Tensor) -> None:
         _check_images(x, self.in_channels, type(self).__name__)
@@ -234,15 +242,49 @@ class CnImageCanonicalizer(_ImageCanonicalizerBase):
 
     def forward(self, x: torch.Tensor) -> CanonicalizationResult:
         self._check(x)
-        rotated = self._rotated_copies(x)   # computed once: scored, then mixed into the canonical input
-        return self._result(x, self._scores_of(rotated), differentiable=True, rotated=rotated)
+        result = self.canonicalize(x, self.score_images, self.n, self.tau)
+        if not isinstance(result, CanonicalizationResult):
+            raise TypeError(f"{type(self).__name__}: canonicalize must return a CanonicalizationResult, "
+                            f"got {type(result).__name__}")
+        return result
 
 
 class C4ImageCanonicalizer(CnImageCanonicalizer):
     """:class:`CnImageCanonicalizer` with ``n = 4``: exactly C4-equivariant (``rot90``)."""
 
-    def __init__(self, in_channels: int = 1, hidden: int = 16, kernel_size: int = 5, tau: float = 1.0, pool: int = 1):
-        super().__init__(4, in_channels, hidden, kernel_size, tau, pool)
+    def __init__(self, in_channels: int = 1, hidden: int = 16, kernel_size: int = 5, tau: float = 1.0, pool: int = 1,
+                 canonicalize: Callable | None = None):
+        super().__init__(4, in_channels, hidden, kernel_size, tau, pool, canonicalize)
+
+
+def canonicalize_cn(x: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor], n: int,
+                    tau: float = 1.0) -> CanonicalizationResult:
+    """The forward pass of a C_n image canonicalizer (Kaba et al., ICML 2023): score, pick, un-rotate.
+
+    1. the rotated copies ``r^{-j}·x`` for ``j = 0..n-1`` (:func:`rotate_images_cn`), ``(B, n, C, H, W)``;
+    2. their scores ``s_j(x) = score(r^{-j}·x)``, ``(B, n)``: a lifting of ``score`` to C_n, so
+       ``s(r^k·x)_j = s(x)_{j-k}`` and ``h(x) = argmax_j s_j(x)`` is equivariant;
+    3. the straight-through one-hot ``w`` of the argmax (:func:`straight_through_onehot`, temperature ``tau``);
+    4. the canonical input ``Σ_j w_j r^{-j}·x = r^{-h(x)}·x`` (exactly, in the forward pass; softmax
+       gradients reach the scores).
+
+    Args:
+        x: images ``(B, C, H, W)``.
+        score: ``(N, C, H, W) -> (N,)``, one score per image (e.g. :meth:`CnImageCanonicalizer.score_images`).
+        n: the order of the rotation group.
+
+    >>> s = lambda im: im[:, 0, 0, 0]          # score: the top-left pixel
+    >>> x = torch.zeros(1, 1, 2, 2); x[0, 0, 1, 1] = 1.0          # a bright bottom-right pixel
+    >>> r = canonicalize_cn(x, s, 4)
+    >>> int(r.element), r.canonical[0, 0].tolist()                # rotated by 180° to put it top-left
+    (2, [[1.0, 0.0], [0.0, 0.0]])
+    """
+    B = x.shape[0]
+    rotated = torch.stack([rotate_images_cn(x, -j, n) for j in range(n)], dim=1)   # (B, n, C, H, W)
+    scores = score(rotated.flatten(0, 1)).reshape(B, n)
+    weights = straight_through_onehot(scores, tau)
+    canonical = torch.einsum("bn,bnchw->bchw", weights, rotated)
+    return CanonicalizationResult(element=scores.argmax(-1), scores=scores, canonical=canonical, weights=weights)
 
 
 class MomentImageCanonicalizer(_ImageCanonicalizerBase):
@@ -310,7 +352,7 @@ class MomentImageCanonicalizer(_ImageCanonicalizerBase):
         return d[:, :1] * cos.to(x) + d[:, 1:] * sin.to(x)
 
     def forward(self, x: torch.Tensor) -> CanonicalizationResult:
-        return self._result(x, self.scores(x), differentiable=False)
+        return self._result(x, self.scores(x))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,12 +431,18 @@ class PointFrameCanonicalizer(_PointCanonicalizerBase):
     ``group="O(3)"`` uses a third vector (equivariant to rotations and reflections).
     Input ``x: (B, N, 3)``; ``forward`` returns :class:`CanonicalizationResult` with ``element`` the
     ``(B, 3, 3)`` frame, ``canonical = (x − x̄) @ R`` and ``origin = x̄``.
+
+    ``frame``: the Gram-Schmidt step, ``frame(v1, v2) -> (B, 3, 3)`` for SO(3) or ``frame(v1, v2, v3)`` for
+    O(3) (axes as columns); default :func:`gram_schmidt`. A chapter passes a learner's implementation here.
     """
 
-    def __init__(self, hidden: int = 32, group: Literal["SO(3)", "O(3)"] = "SO(3)"):
+    def __init__(self, hidden: int = 32, group: Literal["SO(3)", "O(3)"] = "SO(3)", frame: Callable | None = None):
         super().__init__()
         if group not in ("SO(3)", "O(3)"):
             raise ValueError(f"group must be 'SO(3)' or 'O(3)', got {group!r}")
+        if frame is not None and not callable(frame):
+            raise TypeError(f"frame must be a function (v1, v2[, v3]) -> (B, 3, 3) frames, got {type(frame).__name__}")
+        self.frame = frame if frame is not None else gram_schmidt
         if not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
         self.group = group
@@ -418,7 +466,7 @@ class PointFrameCanonicalizer(_PointCanonicalizerBase):
 
     def forward(self, x: torch.Tensor) -> CanonicalizationResult:
         v, centre = self.vectors(x)
-        frame = gram_schmidt(v[:, 0], v[:, 1], v[:, 2] if self.group == "O(3)" else None)
+        frame = self.frame(v[:, 0], v[:, 1], v[:, 2]) if self.group == "O(3)" else self.frame(v[:, 0], v[:, 1])
         return self._finish(x, centre, frame)
 
 

@@ -38,12 +38,22 @@ def rot90_augment(x: torch.Tensor) -> torch.Tensor:
     return random_rot90(x)[0]
 
 
+def _plain(fn: Callable | None) -> Callable | None:
+    """``fn`` behind a plain function: a model holding it can be deep-copied (:func:`se3_invariance_error` copies
+    the model) whatever ``fn`` is (the notebook passes a ``symviz.report.Accepted`` wrapper)."""
+    if fn is None:
+        return None
+    return lambda *args: fn(*args)
+
+
 def make_image_model(kind: str, n_classes: int = 10, hidden: int = 16, canon_hidden: int = 8,
-                     canon_pool: int = 1) -> nn.Module:
+                     canon_pool: int = 1, canonicalize: Callable | None = None) -> nn.Module:
     """One of :data:`IMAGE_MODELS`. ``cnn_augmented`` is the plain CNN (augmentation happens in training).
 
     ``hidden`` is the CNN's channel count (the P4CNN gets ``hidden // 2`` per rotation, a similar
-    parameter count); ``canon_hidden`` and ``canon_pool`` size the learned canonicalizer.
+    parameter count); ``canon_hidden`` and ``canon_pool`` size the learned canonicalizer, and ``canonicalize``
+    is its forward pass (``(x, score, n, tau) -> CanonicalizationResult``; default
+    :func:`symviz.nn.canonical.canonicalize_cn`): the notebook passes the learner's; the other kinds ignore it.
     """
     if kind not in IMAGE_MODELS:
         raise ValueError(f"kind must be one of {', '.join(IMAGE_MODELS)}, got {kind!r}")
@@ -52,13 +62,17 @@ def make_image_model(kind: str, n_classes: int = 10, hidden: int = 16, canon_hid
     if kind == "moments":
         return CanonicalizedModel(MomentImageCanonicalizer(4, method="axis"), SmallCNN(1, n_classes, hidden))
     if kind == "learned":
-        return CanonicalizedModel(C4ImageCanonicalizer(1, hidden=canon_hidden, pool=canon_pool),
+        return CanonicalizedModel(C4ImageCanonicalizer(1, hidden=canon_hidden, pool=canon_pool, canonicalize=_plain(canonicalize)),
                                   SmallCNN(1, n_classes, hidden))
     return P4CNN(1, n_classes, max(hidden // 2, 2))
 
 
-def make_pointset_model(kind: str, n_classes: int, hidden: int = 64, canon_hidden: int = 16) -> nn.Module:
-    """One of :data:`POINTSET_MODELS`: plain PointNet, PointNet behind PCA frames, or behind a learned SO(3) frame."""
+def make_pointset_model(kind: str, n_classes: int, hidden: int = 64, canon_hidden: int = 16,
+                        frame: Callable | None = None) -> nn.Module:
+    """One of :data:`POINTSET_MODELS`: plain PointNet, PointNet behind PCA frames, or behind a learned SO(3) frame.
+
+    ``frame`` is the learned canonicalizer's Gram-Schmidt step (``(v1, v2) -> (B, 3, 3)``; default
+    :func:`symviz.nn.canonical.gram_schmidt`): the notebook passes the learner's; the other kinds ignore it."""
     if kind not in POINTSET_MODELS:
         raise ValueError(f"kind must be one of {', '.join(POINTSET_MODELS)}, got {kind!r}")
     backbone = PointNetClassifier(n_classes, hidden)
@@ -66,7 +80,7 @@ def make_pointset_model(kind: str, n_classes: int, hidden: int = 64, canon_hidde
         return backbone
     if kind == "pca":
         return CanonicalizedModel(PCAFrameCanonicalizer("SO(3)"), backbone)
-    return CanonicalizedModel(PointFrameCanonicalizer(canon_hidden, "SO(3)"), backbone)
+    return CanonicalizedModel(PointFrameCanonicalizer(canon_hidden, "SO(3)", frame=_plain(frame)), backbone)
 
 
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, lr: float = 3e-3,

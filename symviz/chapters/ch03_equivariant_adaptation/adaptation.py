@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -40,8 +41,9 @@ from torch import nn
 from symviz.losses import canonicalization_prior
 from symviz.nn.canonical import C4ImageCanonicalizer, CanonicalizationResult, CanonicalizedModel
 
-__all__ = ["AdaptedModel", "AdaptationResult", "adapt", "identity_metric", "element_histogram", "evaluate_adapted",
-           "rotate_test_set", "evaluate_rotations", "rotation_angles", "ADAPTATION_RECIPES"]
+__all__ = ["AdaptedModel", "AdaptationResult", "adapt", "adaptation_objective", "adaptation_step", "identity_metric",
+           "element_histogram", "evaluate_adapted", "rotate_test_set", "evaluate_rotations", "rotation_angles",
+           "ADAPTATION_RECIPES"]
 
 #: Fine-tuning recipes. Learning rates (1e-3 for both networks), the optimizer (AdamW) and prior weight
 #: 100 follow the authors' equiadapt example configuration (``examples/images/classification``); the
@@ -243,6 +245,73 @@ def evaluate_adapted(model: AdaptedModel, x: torch.Tensor, y: torch.Tensor, seed
             "histogram": counts}
 
 
+def adaptation_objective(logits: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, prior_weight: float,
+                         task_weight: float = 1.0) -> torch.Tensor:
+    """The adaptation loss of Mondal et al. (2023, Sec. 4): ``task_weight · CE(logits, labels) + β · L_prior(scores)``.
+
+    Args:
+        logits: ``(B, classes)`` the backbone's output on the canonical inputs; labels: ``(B,)``.
+        scores: what the canonicalizer predicted: ``(B, |G|)`` logits over a discrete group (the prior is the
+            cross-entropy towards the identity, element 0) or ``(B, d, d)`` matrices of a continuous one (the
+            squared distance to the identity matrix); see :func:`symviz.losses.canonicalization_prior`.
+        prior_weight: β (100 in the authors' configurations); 0 drops the prior (the "no prior" ablation).
+
+    >>> logits, labels = torch.zeros(2, 3), torch.tensor([0, 1])
+    >>> round(float(adaptation_objective(logits, labels, torch.zeros(2, 4), 0.0)), 4)   # CE of uniform logits: log 3
+    1.0986
+    >>> round(float(adaptation_objective(logits, labels, torch.zeros(2, 4), 2.0)), 4)   # + 2 · log 4
+    3.8712
+    """
+    import torch.nn.functional as F
+
+    loss = task_weight * F.cross_entropy(logits, labels)
+    if prior_weight > 0:   # β = 0: the prior is not even computed (its term would be exactly 0)
+        loss = loss + prior_weight * canonicalization_prior(scores)
+    return loss
+
+
+def adaptation_step(model: CanonicalizedModel, batch, optimizer: torch.optim.Optimizer, objective,
+                    prior_weight: float) -> torch.Tensor:
+    """One training step of the adaptation (the reference of chapter 03's exercise); returns the loss (detached).
+
+    Forward through canonicalizer and backbone (``model.forward_with_details``), the loss
+    ``objective(logits, labels, scores, prior_weight)`` (``scores``: the canonicalizer's logits over a discrete
+    group, else its predicted matrices), then ``zero_grad``, ``backward`` and ``optimizer.step()``.
+    """
+    x, y = batch
+    logits, result = model.forward_with_details(x)
+    loss = objective(logits, y, result.scores if result.scores is not None else result.element, prior_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _fit_with_step(model: AdaptedModel, step, objective, prior_weight: float, loader, val_loader, *,
+                   optimizer: torch.optim.Optimizer, **fit_kwargs):
+    """Train with :func:`symviz.train.fit`'s loop (seeding, validation loss and metrics after each epoch, the best
+    epoch's weights kept, early stopping) but with ``step`` as the training step. Returns fit's ``FitResult``.
+
+    ``fit`` updates the model itself (``zero_grad``, ``backward``, ``optimizer.step()`` on the loss it is given). Here
+    every training batch goes to ``step(model, batch, optimizer, objective, prior_weight)``, which updates the model
+    with ``optimizer``; fit gets that step's loss as a constant and an idle optimizer (one spare zero tensor, learning
+    rate 0), so its own update reaches no weight. Validation batches (model in eval mode) only compute
+    ``objective``. With :func:`adaptation_step` this is exactly ``fit(model, loss, ..., optimizer=optimizer)``.
+    """
+    from symviz.train import fit
+
+    idle = torch.optim.SGD([torch.zeros((), requires_grad=True)], lr=0.0)
+
+    def loss_fn(m: AdaptedModel, batch) -> torch.Tensor:
+        if m.training:   # a training batch: the step updates the weights and returns its loss
+            loss = step(m, batch, optimizer, objective, prior_weight)
+            return torch.as_tensor(float(loss)).requires_grad_()   # fit's backward on it reaches no weight
+        logits, res = m.forward_with_details(batch[0])   # validation (fit evaluates in eval mode)
+        return objective(logits, batch[1], res.scores if res.scores is not None else res.element, prior_weight)
+
+    return fit(model, loss_fn, loader, val_loader, optimizer=idle, **fit_kwargs)
+
+
 @dataclass
 class AdaptationResult:
     """What :func:`adapt` returns: the adapted model (eval mode, CPU), its history and timing."""
@@ -257,12 +326,16 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
           task_weight: float = 1.0, canonicalizer: nn.Module | None = None, freeze_backbone: bool = False,
           scale: str = "quick", x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
           seed: int = 0, device: str | torch.device = "auto", progress: bool = False,
-          **overrides) -> AdaptationResult:
+          objective=None, step=None, **overrides) -> AdaptationResult:
     """Fine-tune ``canonicalizer`` (and the backbone unless frozen) on upright data ``(x, y)``.
 
-    Loss per batch (Mondal et al. 2023, Sec. 4):
+    Loss per batch (Mondal et al. 2023, Sec. 4), :func:`adaptation_objective`:
     ``task_weight · CE(p(h(x)^{-1} x), y) + prior_weight · canonicalization_prior(scores(x))``.
     ``prior_weight = 0`` is the "no prior" ablation (canonicalization trained for the task alone).
+
+    The loop: for each epoch, ``step(model, batch, optimizer, objective, prior_weight)`` on every batch
+    (:func:`adaptation_step`: forward, loss, ``zero_grad``, ``backward``, ``optimizer.step()``), then the
+    validation loss and metrics; the best epoch's weights are kept.
 
     Args:
         backbone: the pretrained classifier (deep-copied: the caller's model is not changed).
@@ -275,15 +348,16 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
             (``epochs``, ``lr``, ``backbone_lr``, ``batch_size``, ``hidden``, ``pool``, ``patience``; ``n_train``
             is only used by callers).
         x_val, y_val: optional upright validation data; adds ``val_loss``, ``val_identity`` and
-            ``val_accuracy`` to the history, and :func:`symviz.train.fit` then keeps the weights of
-            the epoch with the lowest validation loss.
+            ``val_accuracy`` to the history, and the weights of the epoch with the lowest validation loss are
+            kept.
+        objective: ``(logits, labels, scores, prior_weight) -> loss``; default :func:`adaptation_objective` (with
+            ``task_weight``). Chapter 03 passes the learner's.
+        step: ``(model, batch, optimizer, objective, prior_weight) -> loss``; default :func:`adaptation_step`.
+            Chapter 03 passes the learner's.
     """
     import copy
 
-    import torch.nn.functional as F
-
-    from symviz.train import fit, resolve_device
-    from symviz.train import TensorBatches
+    from symviz.train import TensorBatches, resolve_device
 
     if scale not in ADAPTATION_RECIPES:
         raise ValueError(f"adapt: scale must be one of {sorted(ADAPTATION_RECIPES)}, got {scale!r}")
@@ -301,6 +375,15 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
         raise ValueError(f"adapt: y must be integer labels (N,) with N = len(x) = {len(x)}, got {getattr(y, 'shape', type(y))}")
     if (x_val is None) != (y_val is None):
         raise ValueError("adapt: give both x_val and y_val, or neither")
+    for name, fn in (("objective", objective), ("step", step)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"adapt: {name} must be a function, got {type(fn).__name__}")
+    if objective is not None and task_weight != 1.0:
+        raise ValueError("adapt: task_weight applies to the reference objective; a custom objective weighs its own "
+                         "task loss (pass task_weight=1.0)")
+    if objective is None:
+        objective = partial(adaptation_objective, task_weight=task_weight)
+    step = adaptation_step if step is None else step
 
     torch.manual_seed(seed)
     if canonicalizer is None:
@@ -312,15 +395,6 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
     # AdamW (default weight decay 0.01), one learning rate per network: what the authors' example code
     # uses for (rotated) MNIST-type data (examples/images/classification/model.py, configure_optimizers)
     opt = torch.optim.AdamW(groups)
-
-    def loss_fn(m: AdaptedModel, batch) -> torch.Tensor:
-        xb, yb = batch
-        logits, res = m.forward_with_details(xb)
-        loss = task_weight * F.cross_entropy(logits, yb)
-        if prior_weight > 0:
-            # discrete groups: logits over the elements; continuous ones: the predicted matrices
-            loss = loss + prior_weight * canonicalization_prior(res.scores if res.scores is not None else res.element)
-        return loss
 
     def identity_share(m: AdaptedModel, b) -> torch.Tensor:
         el = m.canonicalizer(b[0]).element
@@ -340,10 +414,9 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
         }
     loader = TensorBatches(x, y, batch_size=cfg["batch_size"], seed=seed)
     t0 = time.perf_counter()
-    res = fit(model, loss_fn, loader, val_loader, epochs=cfg["epochs"], optimizer=opt,
-              patience=cfg["patience"] if val_loader is not None else None,
-              device=resolve_device(device), seed=seed, progress=progress, metrics=metrics,
-              desc=f"adapt (prior weight {prior_weight:g})")
+    res = _fit_with_step(model, step, objective, prior_weight, loader, val_loader, optimizer=opt, epochs=cfg["epochs"],
+                         patience=cfg["patience"] if val_loader is not None else None, device=resolve_device(device),
+                         seed=seed, progress=progress, metrics=metrics, desc=f"adapt (prior weight {prior_weight:g})")
     model = res.model.cpu().eval()
     return AdaptationResult(model=model, history=res.history, seconds=time.perf_counter() - t0,
                             config={**cfg, "prior_weight": prior_weight, "task_weight": task_weight,
