@@ -357,3 +357,188 @@ def test_real_structures_without_the_data_wheel_says_how_to_install_it(monkeypat
             M.real_structures(max_sites=4, n=5, seed=0)
     finally:
         M._matbench_raw.cache_clear()
+
+
+# ---------------------------------------------------------------- the exercise: scoring the stochastic selection
+
+def _scores_solution(cols, importances, val_mae, n_descriptors):
+    weight = np.median(val_mae) / val_mae
+    total, drawn = np.zeros(n_descriptors), np.zeros(n_descriptors)
+    for c, imp, w in zip(cols, importances, weight):
+        total[c] += imp * w
+        drawn[c] += 1
+    return np.where(drawn > 0, total / np.maximum(drawn, 1), 0.0)
+
+
+def _accumulate(cols, values, d):
+    out = np.zeros(d)
+    np.add.at(out, cols, values)
+    return out
+
+
+def _per_draw(total, cols, d):
+    drawn = np.bincount(np.asarray(cols).ravel(), minlength=d)
+    return np.where(drawn > 0, total / np.maximum(drawn, 1), 0.0)
+
+
+def _w(mae):
+    return (np.median(mae) / mae)[:, None]
+
+
+WRONG_SCORES = {  # plausible wrong answers, and what the verdict must say about each
+    "sum over rounds": (lambda c, i, m, d: _accumulate(c, i * _w(m), d), "sum over rounds"),
+    "mean over all rounds": (lambda c, i, m, d: _accumulate(c, i * _w(m), d) / len(m), "mean over all rounds"),
+    "unweighted importance": (lambda c, i, m, d: _per_draw(_accumulate(c, i, d), c, d), "ignore how well"),
+    "weighted by MAE, not 1/MAE": (lambda c, i, m, d: _per_draw(_accumulate(c, i / _w(m), d), c, d), "rewards"),
+    "0/0 for descriptors never drawn": (lambda c, i, m, d: _zero_over_zero(c, i * _w(m), d), "never drawn"),
+    "buffered fancy-index add": (lambda c, i, m, d: _buffered(c, i * _w(m), d), "np.add.at"),
+    "median left out": (lambda c, i, m, d: _per_draw(_accumulate(c, i / m[:, None], d), c, d), "median"),
+    "one score per round": (lambda c, i, m, d: i.sum(1), "one score per descriptor"),
+}
+
+
+def _zero_over_zero(cols, values, d):
+    with np.errstate(all="ignore"):
+        return _accumulate(cols, values, d) / np.bincount(cols.ravel(), minlength=d)
+
+
+def _buffered(cols, values, d):
+    total, drawn = np.zeros(d), np.zeros(d)
+    with np.errstate(all="ignore"):
+        total[cols] += values  # numpy adds a repeated index once
+        drawn[cols] += 1
+    return np.where(drawn > 0, total / np.maximum(drawn, 1), 0.0)
+
+
+def test_selection_scores_reference_and_errors():
+    got = D.selection_scores([[0, 1], [1, 2]], [[0.5, 0.5], [0.2, 0.8]], [1.0, 3.0], 4)
+    np.testing.assert_allclose(got, [0.5 * 2, (0.5 * 2 + 0.2 * 2 / 3) / 2, 0.8 * 2 / 3, 0.0])
+    with pytest.raises(ValueError, match="cols must hold integer descriptor indices"):
+        D.selection_scores([[0, 5]], [[0.5, 0.5]], [1.0], 4)
+    with pytest.raises(ValueError, match=r"importances \(R, k\)"):
+        D.selection_scores([[0, 1]], [[0.5]], [1.0], 4)
+
+
+@pytest.mark.parametrize("name", ["reference", "solution", *WRONG_SCORES])
+def test_check_selection_scores_passes_the_right_answers_and_names_the_wrong_ones(name, capsys):
+    from symviz.chapters.ch06_magnetic_screening.checks import check_selection_scores
+
+    fn, says = {"reference": (D.selection_scores, None), "solution": (_scores_solution, None), **WRONG_SCORES}[name]
+    result = check_selection_scores(fn)
+    printed = capsys.readouterr().out
+    if says is None:
+        assert result and printed.startswith("PASSED")
+    else:
+        assert not result and printed.startswith("NOT YET") and says in result.message, result.message
+
+
+@pytest.fixture
+def no_exercises(monkeypatch):
+    from symviz import report
+
+    monkeypatch.delenv("SYMVIZ_SOLUTIONS", raising=False)
+    report._exercises.clear()
+    yield report
+    report._exercises.clear()
+
+
+def test_the_template_goes_to_the_reference_and_the_selection_uses_what_was_accepted(no_exercises, monkeypatch):
+    import pandas as pd
+
+    from symviz.chapters.ch06_magnetic_screening.checks import check_selection_scores
+
+    report = no_exercises
+
+    def template(cols, importances, val_mae, n_descriptors):
+        raise NotImplementedError("my_selection_scores: score every descriptor")
+
+    accepted = report.accept("stochastic selection scores", template, check_selection_scores,
+                             reference=D.selection_scores, solution=_scores_solution)
+    assert accepted.source == "reference" and not accepted.passed
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, 12)), columns=[f"d{i}" for i in range(12)])
+    y = X["d3"] - X["d7"]
+    kw = dict(n_select=4, n_rounds=6, subset_size=5, n_estimators=10, seed=1)
+    plain = D.stochastic_descriptor_selection(X, y, **kw)
+    assert D.stochastic_descriptor_selection(X, y, score_fn=accepted, **kw).selected == plain.selected
+    assert report.exercises()[0]["used_downstream"]
+    # under `symviz run` the notebook's solution is checked and used instead
+    monkeypatch.setenv("SYMVIZ_SOLUTIONS", "1")
+    solved = report.accept("stochastic selection scores", template, check_selection_scores,
+                           reference=D.selection_scores, solution=_scores_solution)
+    assert solved.source == "solution"
+    assert D.stochastic_descriptor_selection(X, y, score_fn=solved, **kw).selected == plain.selected
+
+
+def test_selection_score_fn_is_validated():
+    import pandas as pd
+
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 5)), columns=list("abcde"))
+    y = X["a"].to_numpy()
+    with pytest.raises(ValueError, match="score_fn must return 5 finite scores"):
+        D.stochastic_descriptor_selection(X, y, n_select=2, n_rounds=2, subset_size=3, n_estimators=3,
+                                          score_fn=lambda c, i, m, d: np.zeros(3))
+    with pytest.raises(TypeError, match="score_fn must be callable"):
+        D.stochastic_descriptor_selection(X, y, n_select=2, n_rounds=2, score_fn="mean")
+
+
+# ---------------------------------------------------------------- the screening decision and the conclusion
+
+def test_recall_curve_matches_recall_at_k():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=40)
+    p = y + rng.normal(size=40)
+    np.testing.assert_allclose(S.recall_curve(y, p), [S.recall_at_k(y, p, k) for k in range(1, 41)])
+    with pytest.raises(ValueError, match="ks must be integers"):
+        S.recall_curve(y, p, ks=[0, 3])
+
+
+def test_screening_explorer_static_and_draw(monkeypatch):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("SYMVIZ_STATIC", "1")
+    from symviz.chapters.ch06_magnetic_screening import plots as V
+
+    rng = np.random.default_rng(0)
+    y = rng.gamma(2.0, 0.5, size=50)
+    preds = {"a": y + 0.1 * rng.normal(size=50), "b": y + 0.3 * rng.normal(size=50)}
+    dis = np.abs(preds["a"] - preds["b"])
+    shown = V.screening_explorer(y, preds, dis, k=5, ranked_by="a")
+    assert shown.kind == "static" and len(shown.axes) == 2
+    fig = plt.figure()
+    info = V.draw_screening(fig, y, preds, dis, k=10, threshold=0.0, ranked_by="a")
+    assert info["flagged"] == int(np.sum(dis[np.argsort(-preds["a"], kind="stable")[:10]] > 0))
+    assert info["found"] == round(S.recall_at_k(y, preds["a"], 10) * 10)
+    none = V.draw_screening(fig, y, preds, dis, k=10, threshold=dis.max() + 1, ranked_by="a")
+    assert none["flagged"] == 0
+    with pytest.raises(ValueError, match="ranked_by"):
+        V.draw_screening(fig, y, preds, dis, k=5, threshold=0.1, ranked_by="c")
+    with pytest.raises(ValueError, match="k must be"):
+        V.draw_screening(fig, y, preds, dis, k=0, threshold=0.1, ranked_by="a")
+
+
+def test_conclude_records_claims_with_kinds(tmp_path):
+    from symviz import report
+    from symviz.chapters.ch06_magnetic_screening.results import conclude
+
+    report.start("06_test", tmp_path / "r.json", verbose=False)
+    maes = {"mean baseline": 0.7, "element average": 0.2, "random forest": 0.3, "CGCNN": 0.25,
+            "RF + CGCNN average": 0.24}
+    recall = {m: 0.5 for m in maes}
+    table = conclude(maes=maes, recall=recall, recall_random=0.1, k=10, n=100, rho=0.3, p_value=0.001,
+                     chgnet_literature={}, chgnet_mp={}, pool={}, timings={})
+    assert list(table.columns) == ["claim", "kind", "numbers", "holds"]
+    assert list(table["kind"]) == ["sanity", "paper", "paper", "paper"] and table["holds"].all()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [c["kind"] for c in data["claims"]] == list(table["kind"])
+    assert data["metrics"]["mae_RF_and_CGCNN_average"] == 0.24
+    # a broken model fails the claims
+    bad = conclude(maes={**maes, "random forest": 0.69}, recall={**recall, "RF + CGCNN average": 0.1},
+                   recall_random=0.1, k=10, n=100, rho=-0.1, p_value=0.9, chgnet_literature={}, chgnet_mp={},
+                   pool={}, timings={})
+    assert not bad["holds"].any()
+    with pytest.raises(ValueError, match="need an entry for"):
+        conclude(maes={"mean baseline": 1.0}, recall={}, recall_random=0.1, k=1, n=10, rho=0, p_value=1,
+                 chgnet_literature={}, chgnet_mp={}, pool={}, timings={})

@@ -5,12 +5,13 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from symviz.chapters.ch07_gradient_starvation.checks import check_spectral_decoupling
+from symviz.chapters.ch07_gradient_starvation.checks import check_spectral_decoupling_loss
 from symviz.data.starvation import (colored_fashion_mnist, colored_images, color_agreement, shape_agreement,
                                     two_feature_task, two_moons_with_margin)
 from symviz.losses import spectral_decoupling, spectral_decoupling_centred, spectral_decoupling_loss
-from symviz.chapters.ch07_gradient_starvation.experiments import (MLP, BRANCHES, boundary_points, decision_grid, decision_margin, feature_responses,
-                                      linear_feature_dynamics, ntk_features, train_colored_branches, train_full_batch)
+from symviz.chapters.ch07_gradient_starvation.experiments import (MLP, BRANCHES, boundary_points, coupling_toy, decision_grid,
+                                      decision_margin, feature_responses, linear_feature_dynamics, ntk_features,
+                                      train_colored_branches, train_full_batch)
 
 torch.set_num_threads(1)
 
@@ -80,15 +81,107 @@ def test_sd_centred():
         spectral_decoupling_centred(torch.zeros(4), y, 1.0, gamma=(1.0, 2.0, 3.0))
 
 
-def test_check_spectral_decoupling():
-    assert check_spectral_decoupling(lambda z, lam: spectral_decoupling(z, lam))
-    assert not check_spectral_decoupling(lambda z, lam: lam * (z ** 2).mean())          # naive: 2x, mean over all
-    assert not check_spectral_decoupling(lambda z, lam: torch.tensor(float(0.5 * lam * (z.detach() ** 2).sum(-1).mean()) if z.ndim == 2
-                                                                    else float(0.5 * lam * (z.detach() ** 2).mean())))  # no grad
+def _sd_solution(logits, targets, lam):
+    return F.binary_cross_entropy_with_logits(logits, targets) + 0.5 * lam * (logits ** 2).mean()
 
-    def boom(z, lam):
-        raise RuntimeError("oops")
-    assert not check_spectral_decoupling(boom)
+
+WRONG_SD_LOSSES = {  # plausible wrong answers, and what the verdict must say about each
+    "lambda instead of lambda/2": (lambda z, y, lam: F.binary_cross_entropy_with_logits(z, y) + lam * (z ** 2).mean(),
+                                   "the factor is λ/2"),
+    "sum over the batch": (lambda z, y, lam: F.binary_cross_entropy_with_logits(z, y) + 0.5 * lam * (z ** 2).sum(),
+                           "sums over the batch"),
+    "penalising probabilities": (lambda z, y, lam: F.binary_cross_entropy_with_logits(z, y)
+                                 + 0.5 * lam * torch.sigmoid(z).pow(2).mean(), "probabilities"),
+    "missing cross-entropy": (lambda z, y, lam: 0.5 * lam * (z ** 2).mean(), "cross-entropy term is missing"),
+    "penalty subtracted": (lambda z, y, lam: F.binary_cross_entropy_with_logits(z, y) - 0.5 * lam * (z ** 2).mean(),
+                           "subtracted"),
+    "summed cross-entropy": (lambda z, y, lam: F.binary_cross_entropy_with_logits(z, y, reduction="sum")
+                             + 0.5 * lam * (z ** 2).mean(), "cross-entropy is summed"),
+    "not differentiable": (lambda z, y, lam: torch.tensor(float(_sd_solution(z.detach(), y, lam))), "not differentiable"),
+    "not a scalar": (lambda z, y, lam: F.binary_cross_entropy_with_logits(z, y, reduction="none") + 0.5 * lam * z ** 2,
+                     "scalar"),
+}
+
+
+def test_check_spectral_decoupling_loss_passes_reference_and_solution():
+    assert check_spectral_decoupling_loss(spectral_decoupling_loss)
+    assert check_spectral_decoupling_loss(_sd_solution)
+
+
+@pytest.mark.parametrize("name", list(WRONG_SD_LOSSES))
+def test_check_spectral_decoupling_loss_rejects_wrong_answers(name, capsys):
+    fn, says = WRONG_SD_LOSSES[name]
+    result = check_spectral_decoupling_loss(fn)
+    assert not result
+    assert says in result.message, result.message
+    assert "NOT YET" in capsys.readouterr().out
+
+
+def test_the_template_goes_to_the_reference_and_training_uses_what_was_accepted(monkeypatch):
+    from symviz import report
+
+    monkeypatch.delenv("SYMVIZ_SOLUTIONS", raising=False)
+    report._exercises.clear()
+
+    def template(logits, targets, lam):
+        raise NotImplementedError("my_sd_loss: return the loss")
+
+    try:
+        accepted = report.accept("spectral decoupling loss", template, check_spectral_decoupling_loss,
+                                 reference=spectral_decoupling_loss, solution=_sd_solution)
+        assert accepted.source == "reference" and not accepted.passed
+        x, y = two_moons_with_margin(n=40, seed=0)
+        runs = {}
+        for name, fn in (("accepted", accepted), ("default", None)):
+            torch.manual_seed(0)
+            net = MLP(2, 16)
+            train_full_batch(net, x, y, lam=0.1, steps=20, loss_fn=fn)
+            runs[name] = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+        assert torch.equal(runs["accepted"], runs["default"])
+        assert report.exercises()[0]["used_downstream"]
+        monkeypatch.setenv("SYMVIZ_SOLUTIONS", "1")
+        solved = report.accept("spectral decoupling loss", template, check_spectral_decoupling_loss,
+                               reference=spectral_decoupling_loss, solution=_sd_solution)
+        assert solved.source == "solution"
+    finally:
+        report._exercises.clear()
+
+
+def test_training_calls_the_loss_it_is_given():
+    calls = []
+
+    def spy(logits, targets, lam):
+        calls.append(lam)
+        return spectral_decoupling_loss(logits, targets, lam)
+
+    x, y = two_moons_with_margin(n=40, seed=0)
+    train_full_batch(MLP(2, 8), x, y, lam=0.2, steps=5, loss_fn=spy)
+    assert calls == [0.2] * 5
+    with pytest.raises(TypeError, match="loss_fn"):
+        train_full_batch(MLP(2, 8), x, y, steps=5, loss_fn="sd")
+    calls.clear()
+    g = torch.Generator().manual_seed(0)
+    xc, yc = torch.rand(30, 2, 3, 3, generator=g), (torch.rand(30, generator=g) > 0.5).long()
+    make = lambda: MLP(18, 8, depth=2, init="xavier")
+    train_colored_branches(make, xc, yc, xc, yc, branches=["sd", "erm"], steps=6, anneal=2, coef=0.25, sd_loss=spy,
+                           log_every=2)
+    # phase 1: lam = 2 coef; the paper's recipe after the switch: c * (nll + mean z^2) = c * sd_loss(.., lam=2)
+    assert calls == [0.5, 0.5, 2.0, 2.0, 2.0, 2.0]
+    with pytest.raises(TypeError, match="sd_loss"):
+        train_colored_branches(make, xc, yc, xc, yc, steps=6, anneal=2, sd_loss=3)
+
+
+def test_colored_branches_reproduce_the_papers_written_loss():
+    """sd_loss with lam = 2 (and 2c in phase 1) is the paper's c * (nll + mean(z^2)), to the last bit."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(40, 2, 3, 3, generator=g), (torch.rand(40, generator=g) > 0.5).long()
+    make = lambda: MLP(18, 8, depth=2, init="xavier")
+    ours = train_colored_branches(make, x, y, x, y, branches=["sd"], steps=20, anneal=8, lr=1e-3, coef=1e-3)["sd"]
+    written = train_colored_branches(make, x, y, x, y, branches=["sd"], steps=20, anneal=8, lr=1e-3, coef=1e-3,
+                                     sd_loss=lambda z, t, lam: F.binary_cross_entropy_with_logits(z, t)
+                                     + (lam / 2) * (z ** 2).mean())["sd"]
+    for p, q in zip(ours.model.parameters(), written.model.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-7)
 
 
 # ---------------------------------------------------------------- data
@@ -289,3 +382,66 @@ def test_colored_branches_share_phase_one_and_adam_memory():
         train_colored_branches(make, x, y, x, y, branches=["magic"], steps=10, anneal=5)
     with pytest.raises(ValueError, match="anneal"):
         train_colored_branches(make, x, y, x, y, steps=10, anneal=10)
+
+
+# ---------------------------------------------------------------- the coupling toy, its widget, the conclusion
+
+def test_coupling_toy_starves_under_ce_not_under_sd():
+    ce = [float(coupling_toy(s1, steps=2000, record_every=2000)["w"][-1, 1]) for s1 in (1.0, 8.0)]
+    sd = [float(coupling_toy(s1, lam=0.1, steps=6000, record_every=6000)["w"][-1, 1]) for s1 in (1.0, 8.0)]
+    assert ce[1] < ce[0]
+    assert abs(sd[1] / sd[0] - 1) < 0.1 * abs(ce[1] / ce[0] - 1)
+    # the same numbers as the notebook's direct call
+    yphi, _ = two_feature_task(100, strengths=(4.0, 1.0), only=(0.3, 0.1))
+    direct = linear_feature_dynamics(yphi, lam=0.1, lr=0.02, steps=300, record_every=60)
+    toy = coupling_toy(4.0, lam=0.1, steps=300)
+    assert torch.equal(toy["w"], direct["theta"] * torch.tensor([4.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="strengths"):
+        coupling_toy(0.0)
+
+
+def test_coupling_widget_static(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("SYMVIZ_STATIC", "1")
+    from symviz.chapters.ch07_gradient_starvation.plots import coupling_widget, draw_coupling
+
+    calls = []
+
+    def simulate(s1, lam=0.0, weight_decay=0.0):
+        calls.append((s1, lam, weight_decay))
+        return coupling_toy(s1, lam=lam, weight_decay=weight_decay, steps=200, record_every=20)
+
+    shown = coupling_widget(simulate, s1=4.0, lam=0.0, weight_decay=0.1)
+    assert shown.kind == "static" and len(shown.axes[0].lines) == 3
+    assert sorted(calls) == [(1.0, 0.0, 0.1), (4.0, 0.0, 0.1)]
+    import matplotlib.pyplot as plt
+    with pytest.raises(ValueError, match=r"\(T, 2\)"):
+        draw_coupling(plt.figure().gca(), {"steps": torch.arange(3), "w": torch.zeros(3)})
+
+
+def test_conclude_records_claims_with_kinds(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from symviz import report
+    from symviz.chapters.ch07_gradient_starvation.results import conclude
+
+    report.start("07_test", tmp_path / "r.json", verbose=False)
+    colour = pd.DataFrame([{"seed": s, "method": m, "train_acc": tr, "test_acc": te}
+                           for s in (0, 1) for m, tr, te in (("erm", 0.99, 0.25), ("sd", 0.7, 0.55),
+                                                             ("rescaled_ce", 0.86, 0.12))])
+    moons = pd.DataFrame([{"seed": s, "loss": l, "margin": m} for s in (0, 1)
+                          for l, m in (("cross-entropy", 0.1), ("spectral decoupling", 0.2))])
+    acc, mg, claims = conclude(colour, moons, [2.8, 2.4], [0.6, 0.6], scale="quick")
+    assert list(claims["kind"]) == ["paper", "paper", "paper", "paper", "sanity"] and claims["holds"].all()
+    assert acc.loc["sd", "test_acc (mean)"] == 0.55 and mg.shape == (2, 2)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [c["kind"] for c in data["claims"]] == list(claims["kind"])
+    broken = colour.assign(test_acc=0.25)   # SD no better than ERM: the paper's claim must fail
+    _, _, bad = conclude(broken, moons, [2.8, 2.4], [0.6, 0.6], scale="quick")
+    assert not bad["holds"].iloc[0]
+    with pytest.raises(ValueError, match="no rows for"):
+        conclude(colour[colour.method != "sd"], moons, [2.8, 2.4], [0.6, 0.6], scale="quick")

@@ -10,8 +10,8 @@ stochastically from a much larger set of composition and structure descriptors. 
 * :func:`structure_descriptors`: volume and packing, space group, nearest-neighbour distances,
   coordination, and the distance between magnetic atoms (what sets the exchange coupling).
 * :func:`stochastic_descriptor_selection`: many small random forests on random descriptor subsets;
-  each descriptor scores the validation-error-weighted importance it earned in the subsets it was in;
-  keep the best ``n_select``.
+  each descriptor scores the validation-error-weighted importance it earned in the subsets it was in
+  (:func:`selection_scores`, replaceable through ``score_fn``); keep the best ``n_select``.
 
     >>> from pymatgen.core import Composition
     >>> X = composition_descriptors([Composition("Fe3Al")], properties=["Electronegativity"], stats=["mean", "range"])
@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = [
     "magpie_table", "MAGPIE_PROPERTIES", "STATS", "composition_descriptors", "structure_descriptors",
-    "all_descriptors", "element_fractions", "stochastic_descriptor_selection", "SelectionResult",
+    "all_descriptors", "element_fractions", "stochastic_descriptor_selection", "selection_scores", "SelectionResult",
 ]
 
 STATS = ("mean", "minimum", "maximum", "range", "avg_dev")
@@ -250,18 +250,59 @@ class SelectionResult:
         return f"SelectionResult({len(self.selected)} selected of {len(self.scores)}, {len(self.rounds)} rounds)"
 
 
+def selection_scores(cols, importances, val_mae, n_descriptors: int) -> np.ndarray:
+    """Score every descriptor from the rounds of a stochastic selection.
+
+    Round ``r`` drew the descriptors ``cols[r]``, a small forest on them got the validation MAE
+    ``val_mae[r]`` and gave them the importances ``importances[r]``. A descriptor's score is the mean, over
+    the rounds it was drawn in, of its importance weighted by how well that round predicted:
+
+    ``score_d = (1 / |R_d|) Σ_{r ∈ R_d} importance_{r,d} × median_r'(MAE_r') / MAE_r``,
+
+    and 0 for a descriptor never drawn (``R_d`` empty). The mean (not the sum) keeps a descriptor that was
+    drawn often by luck from outscoring one drawn rarely; the median makes the weights comparable between runs.
+
+    Args:
+        cols: ``(R, k)`` integer descriptor indices (distinct within a round); importances: ``(R, k)``;
+            val_mae: ``(R,)`` positive; n_descriptors: ``d`` (every index in ``cols`` is below it).
+    Returns:
+        ``(d,)`` scores.
+
+        >>> selection_scores([[0, 1], [1, 2]], [[0.5, 0.5], [0.2, 0.8]], [1.0, 1.0], 4).tolist()
+        [0.5, 0.35, 0.8, 0.0]
+    """
+    cols = np.asarray(cols)
+    imp = np.asarray(importances, dtype=float)
+    mae = np.asarray(val_mae, dtype=float).reshape(-1)
+    if cols.ndim != 2 or imp.shape != cols.shape or mae.shape != (cols.shape[0],) or cols.shape[0] == 0:
+        raise ValueError(f"selection_scores: need cols (R, k), importances (R, k) and val_mae (R,) with R >= 1; got "
+                         f"{cols.shape}, {imp.shape}, {mae.shape}")
+    if not np.issubdtype(cols.dtype, np.integer) or (cols.size and (cols.min() < 0 or cols.max() >= n_descriptors)):
+        raise ValueError(f"selection_scores: cols must hold integer descriptor indices in 0..{n_descriptors - 1}")
+    if not np.all(np.isfinite(mae)) or np.any(mae < 0):
+        raise ValueError("selection_scores: val_mae must be finite and >= 0")
+    med = float(np.median(mae))
+    imp_sum, drawn = np.zeros(n_descriptors), np.zeros(n_descriptors)
+    for c, i, m in zip(cols, imp, mae):
+        imp_sum[c] += i * (med / max(m, 1e-12))
+        drawn[c] += 1
+    return np.where(drawn > 0, imp_sum / np.maximum(drawn, 1), 0.0)
+
+
 def stochastic_descriptor_selection(X, y, n_select: int = 100, n_rounds: int = 40, subset_size: int | None = None,
                                     val_fraction: float = 0.25, n_estimators: int = 40, seed: int = 0,
-                                    n_jobs: int | None = 1) -> SelectionResult:
+                                    n_jobs: int | None = 1, score_fn=None) -> SelectionResult:
     """Stochastic descriptor selection (in the spirit of Kaba et al. 2021, sec. "Random forests").
 
     For ``n_rounds`` rounds: draw ``subset_size`` descriptors at random, fit a small random forest on a
     random training split, measure its validation MAE. A descriptor's score is the mean over the rounds
     it was drawn in of ``importance_in_round × (median MAE / MAE_round)`` (useful in subsets that
-    predict well). Keep the ``n_select`` best.
+    predict well; :func:`selection_scores`). Keep the ``n_select`` best.
 
     Args:
         X: DataFrame ``(n, d)`` of descriptors; y: ``(n,)`` targets.
+        score_fn: ``(cols (R, k), importances (R, k), val_mae (R,), d) -> (d,) scores``; default
+            :func:`selection_scores` (chapter 06 passes the learner's version here).
     """
     import pandas as pd
     from sklearn.ensemble import RandomForestRegressor
@@ -276,11 +317,12 @@ def stochastic_descriptor_selection(X, y, n_select: int = 100, n_rounds: int = 4
         raise ValueError(f"stochastic_descriptor_selection: n_select must be a positive int, got {n_select!r}")
     if n < 8:
         raise ValueError(f"stochastic_descriptor_selection: need at least 8 samples, got {n}")
+    if score_fn is not None and not callable(score_fn):
+        raise TypeError(f"stochastic_descriptor_selection: score_fn must be callable, got {type(score_fn).__name__}")
     n_select = min(n_select, d)
     subset_size = subset_size or max(1, min(d, max(n_select // 2, int(np.sqrt(d) * 3))))
     rng = np.random.default_rng(seed)
     Xv = X.to_numpy(dtype=float)
-    imp_sum, drawn = np.zeros(d), np.zeros(d)
     per_round = []
     for r in range(n_rounds):
         cols = rng.choice(d, size=subset_size, replace=False)
@@ -292,13 +334,16 @@ def stochastic_descriptor_selection(X, y, n_select: int = 100, n_rounds: int = 4
         rf.fit(Xv[np.ix_(tr, cols)], y[tr])
         mae = float(np.mean(np.abs(rf.predict(Xv[np.ix_(va, cols)]) - y[va])))
         per_round.append((r, mae, cols, rf.feature_importances_))
-    med = float(np.median([m for _, m, _, _ in per_round]))
-    for _, mae, cols, imp in per_round:
-        imp_sum[cols] += imp * (med / max(mae, 1e-12))
-        drawn[cols] += 1
-    score = np.where(drawn > 0, imp_sum / np.maximum(drawn, 1), 0.0)
-    scores = pd.DataFrame({"descriptor": X.columns, "score": score, "times_drawn": drawn.astype(int)})
+    maes = np.array([m for _, m, _, _ in per_round])
+    score = (score_fn or selection_scores)(np.stack([c for _, _, c, _ in per_round]),
+                                           np.stack([i for _, _, _, i in per_round]), maes, d)
+    score = np.asarray(score, dtype=float).reshape(-1)
+    if score.shape != (d,) or not np.all(np.isfinite(score)):
+        raise ValueError(f"stochastic_descriptor_selection: score_fn must return {d} finite scores, got shape "
+                         f"{score.shape}")
+    scores = pd.DataFrame({"descriptor": X.columns, "score": score,
+                           "times_drawn": np.bincount(np.concatenate([c for _, _, c, _ in per_round]),
+                                                      minlength=d).astype(int)})
     scores = scores.sort_values("score", ascending=False).reset_index(drop=True)
-    rounds = pd.DataFrame({"round": [r for r, *_ in per_round], "val_mae": [m for _, m, *_ in per_round],
-                           "n_descriptors": subset_size})
+    rounds = pd.DataFrame({"round": [r for r, *_ in per_round], "val_mae": maes, "n_descriptors": subset_size})
     return SelectionResult(list(scores["descriptor"][:n_select]), scores, rounds)

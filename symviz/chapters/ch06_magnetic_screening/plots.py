@@ -6,6 +6,8 @@
   disagreement (plotly, hover for the formula).
 * :func:`candidate_explorer`: choose a top candidate and see its crystal with sites coloured by their
   magnetic moment (ipywidgets + nglview; a static figure under ``SYMVIZ_STATIC=1``).
+* :func:`screening_explorer`: move the screen size ``k`` and the disagreement threshold and see what the screen
+  finds and which candidates it flags (ipywidgets; a static figure under ``SYMVIZ_STATIC=1``).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import numpy as np
 
 from symviz.viz.widgets import show
 
-__all__ = ["parity_plots", "importance_chart", "candidates_scatter", "moment_colors", "candidate_explorer"]
+__all__ = ["parity_plots", "importance_chart", "candidates_scatter", "moment_colors", "candidate_explorer",
+           "draw_screening", "screening_explorer"]
 
 
 def parity_plots(y_true: Sequence[float], predictions: dict[str, Sequence[float]], unit: str = "μB/atom",
@@ -146,5 +149,98 @@ def candidate_explorer(table, structures: dict, site_moments: dict, vmax: float 
         pick.observe(redraw, names="value")
         redraw()
         return W.VBox([pick, out])
+
+    return show(widget, static)
+
+
+def draw_screening(fig, y_true, predictions: dict, disagreement, k: int, threshold: float, ranked_by: str,
+                   curves: dict | None = None):
+    """Draw the screening decision on ``fig`` (cleared): left, recall@k against ``k`` for each model and for random
+    picking, with the chosen ``k`` marked; right, the candidates ranked by ``ranked_by``: true vs predicted moment,
+    the top ``k`` highlighted and those whose ``disagreement`` exceeds ``threshold`` flagged (the candidates to
+    distrust, or to compute first). Returns what the right panel shows, as a dict of numbers."""
+    from symviz.chapters.ch06_magnetic_screening.screening import recall_curve
+
+    y = np.asarray(y_true, dtype=float)
+    dis = np.asarray(disagreement, dtype=float)
+    n = y.size
+    if ranked_by not in predictions:
+        raise ValueError(f"draw_screening: ranked_by must be one of {list(predictions)}, got {ranked_by!r}")
+    if dis.shape != y.shape:
+        raise ValueError(f"draw_screening: disagreement has {dis.size} values for {n} materials")
+    if not (isinstance(k, (int, np.integer)) and 1 <= k <= n):
+        raise ValueError(f"draw_screening: k must be an int in 1..{n}, got {k!r}")
+    ks = np.arange(1, n + 1)
+    curves = curves if curves is not None else {name: recall_curve(y, p) for name, p in predictions.items()}
+    fig.clear()
+    left, right = fig.subplots(1, 2)
+    for name, c in curves.items():
+        left.plot(ks, c, lw=1.8 if name == ranked_by else 1.0, label=name)
+    left.plot(ks, ks / n, color="#999", ls="--", label="random")
+    left.axvline(k, color="k", lw=0.8)
+    left.set_xlabel("screen size k"), left.set_ylabel("recall@k"), left.set_ylim(0, 1.02)
+    left.legend(fontsize=7, loc="lower right")
+    p = np.asarray(predictions[ranked_by], dtype=float)
+    top = np.argsort(-p, kind="stable")[:k]
+    found = np.isin(top, np.argsort(-y, kind="stable")[:k])
+    flagged = dis[top] > threshold
+    err = np.abs(p[top] - y[top])
+    right.scatter(y, p, s=8, color="#ccc", label="pool")
+    right.scatter(y[top][~flagged], p[top][~flagged], s=18, color="#4C72B0", label="top k, models agree")
+    right.scatter(y[top][flagged], p[top][flagged], s=30, marker="x", color="#C44E52",
+                  label=f"top k, disagreement > {threshold:.2f}")
+    hi = max(y.max(), p.max()) * 1.05
+    right.plot([0, hi], [0, hi], color="#999", lw=0.8)
+    right.set_xlabel("true moment (μB/atom)"), right.set_ylabel(f"{ranked_by} (μB/atom)")
+    right.legend(fontsize=7, loc="upper left")
+    info = {"k": int(k), "found": int(found.sum()), "flagged": int(flagged.sum()),
+            "error_flagged": float(err[flagged].mean()) if flagged.any() else float("nan"),
+            "error_kept": float(err[~flagged].mean()) if (~flagged).any() else float("nan")}
+    right.set_title(f"top {k}: {info['found']} truly in the top {k}; {info['flagged']} flagged\n"
+                    f"mean error flagged {info['error_flagged']:.2f}, kept {info['error_kept']:.2f} μB/atom", fontsize=9)
+    fig.tight_layout()
+    return info
+
+
+def screening_explorer(y_true, predictions: dict, disagreement, k: int, threshold: float | None = None,
+                       ranked_by: str = "RF + CGCNN average"):
+    """Sliders for the screen size ``k`` and the disagreement threshold; redraws :func:`draw_screening` (no model
+    is retrained: the out-of-fold predictions are re-ranked). Without a widget frontend: the figure at ``k`` and
+    ``threshold`` (default: the 75th percentile of the disagreement)."""
+    import matplotlib.pyplot as plt
+
+    from symviz.chapters.ch06_magnetic_screening.screening import recall_curve
+
+    y = np.asarray(y_true, dtype=float)
+    dis = np.asarray(disagreement, dtype=float)
+    threshold = float(np.quantile(dis, 0.75)) if threshold is None else float(threshold)
+    curves = {name: recall_curve(y, p) for name, p in predictions.items()}   # once: the sliders only re-draw
+
+    def static():
+        fig = plt.figure(figsize=(10, 3.8))
+        draw_screening(fig, y, predictions, dis, k, threshold, ranked_by, curves)
+        return fig
+
+    def widget():
+        import ipywidgets as W
+
+        out = W.Output()
+        k_slider = W.IntSlider(value=k, min=1, max=max(2, y.size // 2), description="screen size k",
+                               continuous_update=False, style={"description_width": "initial"})
+        t_slider = W.FloatSlider(value=threshold, min=0.0, max=float(np.round(dis.max(), 2)), step=0.01,
+                                 description="flag disagreement above", continuous_update=False,
+                                 style={"description_width": "initial"}, layout=W.Layout(width="50%"))
+
+        def redraw(change=None):
+            with out:
+                out.clear_output(wait=True)
+                fig = plt.figure(figsize=(10, 3.8))
+                draw_screening(fig, y, predictions, dis, k_slider.value, t_slider.value, ranked_by, curves)
+                plt.show()
+
+        k_slider.observe(redraw, names="value")
+        t_slider.observe(redraw, names="value")
+        redraw()
+        return W.VBox([W.HBox([k_slider, t_slider]), out])
 
     return show(widget, static)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "mae", "recall_at_k", "random_recall_at_k", "MeanBaseline", "ElementAverageBaseline", "fit_random_forest",
+    "mae", "recall_at_k", "recall_curve", "random_recall_at_k", "MeanBaseline", "ElementAverageBaseline", "fit_random_forest",
     "disagreement", "spearman", "permutation_pvalue", "rank_candidates", "train_cgcnn", "predict_cgcnn",
 ]
 
@@ -58,6 +58,24 @@ def recall_at_k(y_true: Sequence[float], y_pred: Sequence[float], k: int, top: i
     true_top = set(np.argsort(-a, kind="stable")[:top].tolist())
     picked = set(np.argsort(-b, kind="stable")[:k].tolist())
     return len(true_top & picked) / top
+
+
+def recall_curve(y_true: Sequence[float], y_pred: Sequence[float], ks: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`recall_at_k` for every ``k`` in ``ks`` (default ``1..n``) at once, ``(len(ks),)``.
+
+        >>> recall_curve([3.0, 2.0, 1.0, 0.0], [0.0, 2.0, 1.0, 3.0], ks=[1, 2, 4]).tolist()
+        [0.0, 0.5, 1.0]
+    """
+    a, b = _arr(y_true, "y_true"), _arr(y_pred, "y_pred")
+    if a.shape != b.shape:
+        raise ValueError(f"recall_curve: y_true has {a.size} values but y_pred has {b.size}")
+    ks = np.arange(1, a.size + 1) if ks is None else np.asarray(ks)
+    if ks.ndim != 1 or not np.issubdtype(ks.dtype, np.integer) or ks.size == 0 or ks.min() < 1 or ks.max() > a.size:
+        raise ValueError(f"recall_curve: ks must be integers in 1..{a.size}")
+    rank_pred = np.empty(a.size, dtype=int)
+    rank_pred[np.argsort(-b, kind="stable")] = np.arange(a.size)
+    by_truth = rank_pred[np.argsort(-a, kind="stable")]   # where each truly-largest material lands in the ranking
+    return np.array([np.count_nonzero(by_truth[:k] < k) / k for k in ks])
 
 
 def random_recall_at_k(n: int, k: int, top: int | None = None) -> float:

@@ -12,7 +12,8 @@ Neural Networks", NeurIPS 2021 (arXiv 2011.09468).
   of a 2-D classifier and the smallest distance from a training point to it.
 * :func:`linear_feature_dynamics`, :func:`feature_responses` -- the linearised view: a model that
   is linear in fixed features ``phi`` (the NTK regime), its feature responses ``z = S V^T theta``
-  over gradient descent, with cross-entropy or spectral decoupling.
+  over gradient descent, with cross-entropy or spectral decoupling; :func:`coupling_toy` runs it on
+  the two-feature task of the notebook (cheap enough for a slider).
 * :func:`ntk_features` -- the empirical NTK features (parameter Jacobian) of a network.
 
 Labels are {0, 1} for the networks (``binary_cross_entropy_with_logits``) and the margins are
@@ -28,10 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from symviz.losses import spectral_decoupling
+from symviz.losses import spectral_decoupling_loss
 
 __all__ = ["MLP", "TrainResult", "train_full_batch", "train_colored_recipe", "train_colored_branches", "BRANCHES", "decision_grid", "boundary_points",
-           "decision_margin", "linear_feature_dynamics", "feature_responses", "ntk_features", "binary_accuracy"]
+           "decision_margin", "linear_feature_dynamics", "coupling_toy", "feature_responses", "ntk_features", "binary_accuracy"]
 
 
 class MLP(nn.Module):
@@ -101,12 +102,14 @@ class TrainResult:
 
 def train_full_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lam: float = 0.0, steps: int = 1000,
                      lr: float = 1e-2, momentum: float = 0.9, optimizer: str = "sgd", seed: int | None = 0,
-                     snapshot_every: int = 0, grid: torch.Tensor | None = None, log_every: int = 50) -> TrainResult:
+                     snapshot_every: int = 0, grid: torch.Tensor | None = None, log_every: int = 50,
+                     loss_fn=None) -> TrainResult:
     """Full-batch training of a binary classifier with cross-entropy plus spectral decoupling.
 
-    Minimises ``mean softplus(-y_pm * f(x)) + (lam / 2) * mean f(x)^2`` (``lam = 0``: plain
-    cross-entropy), the loss of the paper's two-moons experiment (SGD lr 1e-2, momentum 0.9,
-    1,000 full-batch epochs). A plain loop rather than :func:`symviz.train.fit` because the
+    Minimises ``loss_fn(f(x), y, lam)``, by default :func:`symviz.losses.spectral_decoupling_loss`:
+    ``mean softplus(-y_pm * f(x)) + (lam / 2) * mean f(x)^2`` (``lam = 0``: plain cross-entropy), the
+    loss of the paper's two-moons experiment (SGD lr 1e-2, momentum 0.9, 1,000 full-batch epochs).
+    Chapter 07 passes the learner's loss as ``loss_fn``. A plain loop rather than :func:`symviz.train.fit` because the
     animations need the decision function at intermediate steps of one optimizer run.
 
     Args:
@@ -123,6 +126,9 @@ def train_full_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lam:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if snapshot_every and grid is None:
         raise ValueError("snapshot_every needs a grid (G*G, d) to evaluate the model on")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a function (logits, y, lam) -> loss, got {type(loss_fn).__name__}")
+    loss_fn = loss_fn or spectral_decoupling_loss
     if seed is not None:
         torch.manual_seed(seed)
     if optimizer == "sgd":
@@ -144,7 +150,7 @@ def train_full_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lam:
             rows.append({"step": step, "ce": float(ce.detach()), "train_acc": float(((logits.detach() > 0).float() == y).float().mean())})
         if step == steps:
             break
-        loss = ce + spectral_decoupling(logits, lam) if lam > 0 else ce
+        loss = loss_fn(logits, y, lam)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -233,7 +239,7 @@ BRANCHES = {
 def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
                            branches: Sequence[str] = ("erm", "sd"), steps: int = 2001, anneal: int = 450, lr: float = 1e-4,
                            coef: float = 2e-5, eps: float = 1e-8, gd_lr: float = 1e-3, log_every: int = 50,
-                           seed: int = 0) -> dict:
+                           seed: int = 0, sd_loss=None) -> dict:
     """Train once up to the switch, then continue each branch from the same weights and Adam state.
 
     Phase 1 (``step < anneal``) minimises ``nll + coef * mean(logit^2)`` with Adam (as the paper's
@@ -242,6 +248,11 @@ def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test:
     the plain cross-entropy, ``"sd"`` is the paper's recipe, ``"rescaled_ce"`` and ``"sd_fresh_adam"``
     are the controls that isolate what the recipe does. Sharing phase 1 makes the comparison exact
     and saves compute. A plain loop (not :func:`symviz.train.fit`): the optimizer state is copied.
+
+    The paper's code writes its loss as ``nll + mean(logit^2)``: the spectral decoupling loss
+    ``sd_loss(logits, y, lam)`` (default :func:`symviz.losses.spectral_decoupling_loss`,
+    ``nll + (lam / 2) mean(logit^2)``) with ``lam = 2``; phase 1 is ``sd_loss`` with ``lam = 2 coef``.
+    Chapter 07 passes the learner's loss as ``sd_loss``.
 
     Args:
         make_model: ``() -> nn.Module`` (called once, after seeding with ``seed``).
@@ -265,6 +276,9 @@ def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test:
     for name, v in (("coef", coef), ("lr", lr), ("eps", eps), ("gd_lr", gd_lr)):
         if not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"{name} must be a positive number, got {v!r}")
+    if sd_loss is not None and not callable(sd_loss):
+        raise TypeError(f"sd_loss must be a function (logits, y, lam) -> loss, got {type(sd_loss).__name__}")
+    sd = sd_loss or spectral_decoupling_loss
     y, y_test = y.float(), y_test.float()
     torch.manual_seed(seed)
     model = make_model()
@@ -294,7 +308,7 @@ def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test:
 
     t0 = time.perf_counter()
     shared: list = []
-    run(model, opt, 0, anneal, lambda nll, z: nll + coef * (z ** 2).mean(), shared)
+    run(model, opt, 0, anneal, lambda nll, z: sd(z, y, 2 * coef), shared)
     t_shared = time.perf_counter() - t0
     out = {}
     for b in branches:
@@ -307,10 +321,10 @@ def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test:
         if b not in ("sd_fresh_adam", "sd_gd"):
             o.load_state_dict(copy.deepcopy(opt.state_dict()))
         loss_of = {"erm": lambda nll, z: nll,
-                   "sd": lambda nll, z: coef * (nll + (z ** 2).mean()),
+                   "sd": lambda nll, z: coef * sd(z, y, 2.0),            # c * (nll + mean(logit^2))
                    "rescaled_ce": lambda nll, z: coef * nll,
-                   "sd_fresh_adam": lambda nll, z: coef * (nll + (z ** 2).mean()),
-                   "sd_gd": lambda nll, z: nll + (z ** 2).mean()}[b]
+                   "sd_fresh_adam": lambda nll, z: coef * sd(z, y, 2.0),
+                   "sd_gd": lambda nll, z: sd(z, y, 2.0)}[b]
         rows = list(shared)
         run(m, o, anneal, steps, loss_of, rows)
         with torch.no_grad():
@@ -443,6 +457,30 @@ def linear_feature_dynamics(yphi: torch.Tensor, *, lam: float = 0.0, weight_deca
     _, s, _ = torch.linalg.svd(yphi, full_matrices=False)
     return {"steps": torch.tensor(rec_t), "theta": thetas, "z": feature_responses(yphi, thetas),
             "strengths": s, "margins": thetas @ yphi.T}
+
+
+def coupling_toy(s1: float, *, lam: float = 0.0, weight_decay: float = 0.0, s2: float = 1.0, n: int = 100,
+                 only: tuple[float, float] = (0.3, 0.1), lr: float = 0.02, steps: int = 6000,
+                 record_every: int = 60) -> dict:
+    """The two-feature coupling toy of chapter 07: a linear model on two predictive features of strengths
+    ``(s1, s2)`` (:func:`symviz.data.starvation.two_feature_task`; a fraction ``only[0]`` of the examples
+    carries only feature 1, ``only[1]`` only feature 2), trained from 0 by :func:`linear_feature_dynamics`.
+
+    Returns ``{"steps": (T,), "w": (T, 2)}`` with ``w_j = s_j theta_j``, the response to feature ``j`` in its own
+    units. Under cross-entropy ``w2`` falls as ``s1`` grows (starvation); with spectral decoupling it does not.
+
+        >>> out = coupling_toy(2.0, lam=0.1, steps=10, record_every=5)
+        >>> out["w"].shape
+        torch.Size([3, 2])
+    """
+    from symviz.data.starvation import two_feature_task
+
+    if not (isinstance(s1, (int, float)) and s1 > 0 and isinstance(s2, (int, float)) and s2 > 0):
+        raise ValueError(f"s1 and s2 (the feature strengths) must be positive numbers, got {s1!r}, {s2!r}")
+    yphi, _ = two_feature_task(n, strengths=(float(s1), float(s2)), only=only)
+    out = linear_feature_dynamics(yphi, lam=lam, weight_decay=weight_decay, lr=lr, steps=steps,
+                                  record_every=record_every)
+    return {"steps": out["steps"], "w": out["theta"] * torch.tensor([float(s1), float(s2)], dtype=torch.float64)}
 
 
 def ntk_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """Figures for chapter 07 (gradient starvation): decision boundaries, their animation over training,
-a spectral-decoupling strength widget, coloured images and accuracy curves. Nothing here trains.
+a spectral-decoupling strength widget, the live coupling toy (sliders for s₁, λ and weight decay),
+coloured images and accuracy curves. Nothing here trains a network: the coupling widget calls the
+simulation it is given.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import torch
 
 from symviz.viz.widgets import show, slider_grid
 
-__all__ = ["plot_boundary", "boundary_animation", "lambda_widget", "plot_colored_examples", "plot_accuracy_curves"]
+__all__ = ["plot_boundary", "boundary_animation", "lambda_widget", "draw_coupling", "coupling_widget",
+           "plot_colored_examples", "plot_accuracy_curves"]
 
 _RED, _BLUE = "#C82506", "#0365C0"
 
@@ -140,6 +143,81 @@ def lambda_widget(grids: Mapping[float, tuple], x, y, margins: Mapping[float, fl
         return W.VBox([slider, out])
 
     return show(widget, lambda: slider_grid(draw, lams))
+
+
+def draw_coupling(ax, run: Mapping, reference: Mapping | None = None, title: str = ""):
+    """Draw the responses ``w1`` (feature 1) and ``w2`` (feature 2) over training on ``ax``.
+
+    Args:
+        run: ``{"steps": (T,), "w": (T, 2)}`` (what
+            :func:`symviz.chapters.ch07_gradient_starvation.experiments.coupling_toy` returns);
+        reference: the same for ``s1 = 1`` (dashed), to see how much a stronger feature 1 changes ``w2``.
+    """
+    t, w = _np(run["steps"]), _np(run["w"])
+    if w.ndim != 2 or w.shape[1] != 2 or len(t) != len(w):
+        raise ValueError(f"run['w'] must be (T, 2) with T = len(run['steps']), got {w.shape} and {t.shape}")
+    ax.plot(t, w[:, 0], color="#4C72B0", label="w1 (feature 1)")
+    ax.plot(t, w[:, 1], color="#C44E52", label="w2 (feature 2)")
+    if reference is not None:
+        tr, wr = _np(reference["steps"]), _np(reference["w"])
+        ax.plot(tr, wr[:, 1], color="#C44E52", ls="--", lw=1, label="w2 if s1 = 1")
+    ax.set_xlabel("step"), ax.set_ylabel("response (feature units)")
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def coupling_widget(simulate, s1: float = 8.0, lam: float = 0.1, weight_decay: float = 0.0):
+    """Sliders for the strength ``s1`` of feature 1, the spectral decoupling strength ``lam`` and the weight decay;
+    each move re-runs ``simulate(s1, lam=..., weight_decay=...)`` (a cheap linear model, e.g.
+    :func:`symviz.chapters.ch07_gradient_starvation.experiments.coupling_toy`) and redraws ``w1``, ``w2``, with
+    ``w2`` for ``s1 = 1`` dashed. Without a widget frontend: the figure at the given values."""
+    import matplotlib.pyplot as plt
+
+    refs: dict = {}
+
+    def draw(ax, s1_, lam_, wd_):
+        key = (round(lam_, 6), round(wd_, 6))
+        if key not in refs:   # the s1 = 1 curve depends on lam and weight decay only: compute it once per setting
+            refs[key] = simulate(1.0, lam=lam_, weight_decay=wd_)
+        run = simulate(s1_, lam=lam_, weight_decay=wd_)
+        w2, w2_ref = float(_np(run["w"])[-1, 1]), float(_np(refs[key]["w"])[-1, 1])
+        draw_coupling(ax, run, refs[key], title=f"s1 = {s1_:g}, λ = {lam_:g}, weight decay = {wd_:g}\n"
+                                                f"final w2 = {w2:.3f} (s1 = 1: {w2_ref:.3f})")
+
+    def static():
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        draw(ax, s1, lam, weight_decay)
+        fig.tight_layout()
+        return fig
+
+    def widget():
+        import ipywidgets as W
+
+        out = W.Output()
+        style = {"description_width": "initial"}
+        s1_slider = W.FloatSlider(value=s1, min=1.0, max=8.0, step=0.5, description="strength s1",
+                                  continuous_update=False, style=style)
+        lam_slider = W.FloatSlider(value=lam, min=0.0, max=0.3, step=0.01, description="SD λ",
+                                   continuous_update=False, style=style)
+        wd_slider = W.FloatSlider(value=weight_decay, min=0.0, max=0.3, step=0.01, description="weight decay",
+                                  continuous_update=False, style=style)
+
+        def redraw(change=None):
+            with out:
+                out.clear_output(wait=True)
+                fig, ax = plt.subplots(figsize=(6, 3.4))
+                draw(ax, s1_slider.value, lam_slider.value, wd_slider.value)
+                fig.tight_layout()
+                plt.show()
+
+        for sl in (s1_slider, lam_slider, wd_slider):
+            sl.observe(redraw, names="value")
+        redraw()
+        return W.VBox([W.HBox([s1_slider, lam_slider, wd_slider]), out])
+
+    return show(widget, static)
 
 
 def plot_colored_examples(x: torch.Tensor, y: torch.Tensor, n: int = 8, title: str = ""):
