@@ -84,3 +84,17 @@ def test_symviz_run_smoke_passes_a_chapter_whose_claim_fails(tmp_path):
     assert summary["smoke"] is True and r["status"] == "ok" and r["metrics"]["steps"] == 2, r["error"]
     (r,) = run_chapters(out=tmp_path / "b2", notebooks=nbdir, html=False, verbose=False)["chapters"]
     assert r["status"] == "failed" and "an effect two steps cannot show" in r["error"]
+
+
+def test_chapter_07_loops_obey_the_smoke_steps(monkeypatch):
+    """Chapter 07 trains in its own full-batch loops (the Adam state must survive a loss switch): they ask too."""
+    from symviz.chapters.ch07_gradient_starvation.experiments import MLP, train_colored_branches, train_full_batch
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 2, generator=g), (torch.rand(40, generator=g) > 0.5).long()
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    res = train_full_batch(MLP(2, 8), x, y, steps=1000, log_every=1)
+    assert res.history["step"].max() == 2
+    out = train_colored_branches(lambda: MLP(2, 8), x, y, x, y, branches=("erm", "sd"), steps=2001, anneal=450,
+                                 log_every=1)
+    assert all(r.history["step"].max() == 4 for r in out.values())   # 2 steps before the switch, 2 after

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from symviz.losses import spectral_decoupling_loss
+from symviz.train import smoke_steps
 
 __all__ = ["MLP", "TrainResult", "train_full_batch", "train_colored_recipe", "train_colored_branches", "BRANCHES", "decision_grid", "boundary_points",
            "decision_margin", "linear_feature_dynamics", "coupling_toy", "feature_responses", "ntk_features", "binary_accuracy"]
@@ -129,6 +130,8 @@ def train_full_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lam:
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be a function (logits, y, lam) -> loss, got {type(loss_fn).__name__}")
     loss_fn = loss_fn or spectral_decoupling_loss
+    if smoke_steps() is not None:  # `symviz run --smoke`: a few steps only
+        steps = min(steps, smoke_steps())
     if seed is not None:
         torch.manual_seed(seed)
     if optimizer == "sgd":
@@ -191,6 +194,8 @@ def train_colored_recipe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_t
             raise ValueError(f"{name} must be a positive number, got {v!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if smoke_steps() is not None:  # `symviz run --smoke`: a few steps on each side of the switch
+        anneal, steps = min(anneal, smoke_steps()), min(anneal, smoke_steps()) + smoke_steps()
     y = y.float()
     opt = torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
     rows = []
@@ -279,6 +284,9 @@ def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test:
     if sd_loss is not None and not callable(sd_loss):
         raise TypeError(f"sd_loss must be a function (logits, y, lam) -> loss, got {type(sd_loss).__name__}")
     sd = sd_loss or spectral_decoupling_loss
+    if smoke_steps() is not None:  # `symviz run --smoke`: a few steps on each side of the switch
+        anneal = min(anneal, smoke_steps())
+        steps = anneal + smoke_steps()
     y, y_test = y.float(), y_test.float()
     torch.manual_seed(seed)
     model = make_model()
