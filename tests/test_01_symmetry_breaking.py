@@ -9,6 +9,9 @@ from symviz.groups import CyclicGroup, DihedralGroup, SymmetricGroup
 from symviz.nn.emlp import (EMLP, CanonicalRelaxed, Canonicalizer, EquivariantLinear, NoiseEMLP, PermutationGroup, RelaxedEMLP, equivariance_violation, relaxed_equivariance_violation, stabilizer_elements)
 from symviz.reps import Representation, SumRep, equivariant_basis, generators, graph_automorphism_group
 from symviz.data import symbreak
+from symviz import report
+from symviz.chapters.ch01_symmetry_breaking.checks import check_breaking_object
+from symviz.chapters.ch01_symmetry_breaking.experiments import reference_breaking_object
 
 F64 = torch.float64
 
@@ -352,3 +355,182 @@ def test_viz_static(monkeypatch):
     assert vz.element_label(task.group, 7) == "mirror #1"
     with pytest.raises(ValueError, match="at least one"):
         vz.symmetry_breaking_widget({})
+
+
+# ---------------------------------------------------------------------------------------------- the exercise: k(x), e_k
+
+def _lex_k(x, rep, use_inverse=True, rounding=True, first_only=False, smallest=False):
+    """Canonicalizing elements by the lexicographic max (or min) of the orbit, and the plausible mistakes."""
+    G = rep.group
+    x = x.double()
+    orbit = torch.stack([rep.act(G.inverse(g) if use_inverse else g, x) for g in G.elements], 1)
+    q = torch.round(orbit * 1e6) if rounding else orbit
+    q = -q if smallest else q
+    best = torch.ones(q.shape[:2], dtype=torch.bool)
+    for j in range(1 if first_only else q.shape[-1]):
+        col = q[..., j].masked_fill(~best, -math.inf)
+        best &= col == col.max(-1, keepdim=True).values
+    return best.double().argmax(-1)
+
+
+def _with_onehot(k, G):
+    return k, torch.nn.functional.one_hot(k, G.order).double()
+
+
+def _breaking_template(x, rep):
+    raise NotImplementedError("my_breaking_object is not written yet")
+
+
+WRONG_BREAKING = {
+    "the element, not its inverse": (lambda x, r: _with_onehot(_lex_k(x, r, use_inverse=False), r.group),
+                                     "not ρ(k)⁻¹: return the inverse"),
+    "no rounding (plane rotations)": (lambda x, r: _with_onehot(_lex_k(x, r, rounding=False), r.group),
+                                      "must be the same for the whole orbit"),
+    "first coordinate only, no tie-break": (lambda x, r: _with_onehot(_lex_k(x, r, first_only=True), r.group),
+                                            "must be the same for the whole orbit"),
+    "always the identity": (lambda x, r: _with_onehot(torch.zeros(len(x), dtype=torch.long), r.group),
+                            "must be the same for the whole orbit"),
+    "random k": (lambda x, r: _with_onehot(torch.randint(0, r.group.order, (len(x),),
+                                                         generator=torch.Generator().manual_seed(0)), r.group),
+                 "must be the same for the whole orbit"),
+    "one-hot of the inverse": (lambda x, r: (_lex_k(x, r), torch.nn.functional.one_hot(
+        torch.tensor([r.group.inverse(int(k)) for k in _lex_k(x, r)]), r.group.order)), "must be the one-hot e_k"),
+    "b over the nodes, not the group": (lambda x, r: (_lex_k(x, r), torch.zeros(len(x), x.shape[-1])), "b must be (batch, |G|)"),
+    "k only, no b": (lambda x, r: _lex_k(x, r), "it must return a pair (k, b)"),
+    "float k": (lambda x, r: (_lex_k(x, r).double(), torch.nn.functional.one_hot(_lex_k(x, r), r.group.order)),
+                "k must be a"),
+    "the template": (_breaking_template, "NotImplementedError"),
+}
+
+
+def test_breaking_object_check_passes_the_reference_and_other_valid_choices():
+    assert check_breaking_object(reference_breaking_object)
+    assert check_breaking_object(lambda x, r: _with_onehot(_lex_k(x, r), r.group))
+    # any orbit-invariant canonical input will do: the lexicographic minimum too
+    assert check_breaking_object(lambda x, r: _with_onehot(_lex_k(x, r, smallest=True), r.group))
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_BREAKING), ids=list(WRONG_BREAKING))
+def test_breaking_object_check_rejects_wrong_answers(wrong):
+    res = check_breaking_object(WRONG_BREAKING[wrong][0])
+    assert not res, f"{wrong} passed the check"
+    assert WRONG_BREAKING[wrong][1] in res.message
+
+
+def test_breaking_template_goes_through_accept_to_the_reference(monkeypatch):
+    from symviz.chapters.ch01_symmetry_breaking.experiments import make_model, measure
+
+    monkeypatch.delenv("SYMVIZ_SOLUTIONS", raising=False)
+    accepted = report.accept("k(x), e_k (test)", _breaking_template, check_breaking_object,
+                             reference=reference_breaking_object, solution=lambda x, r: _with_onehot(_lex_k(x, r), r.group))
+    assert accepted.source == "reference"
+    task = symbreak.spin_ring(n=4, n_train=8, n_test=4)
+    model = make_model("relaxed", task, hidden=2, breaking_object=accepted)
+    assert measure(model, "relaxed", task)["relaxed_violation"] < 1e-12      # deep-copied to float64 with the object
+    assert report.exercises()[-1]["used_downstream"]
+
+
+def test_relaxed_emlp_with_a_given_breaking_object():
+    from symviz.chapters.ch01_symmetry_breaking.experiments import make_model
+
+    D6 = DihedralGroup(6)
+    nodes = Representation.from_group_vertices(D6)
+    xs = symmetric_inputs(6)
+    torch.manual_seed(0)
+    ref = RelaxedEMLP(nodes, nodes, hidden=2).double()
+    mine = RelaxedEMLP(nodes, nodes, hidden=2, breaking_object=lambda x, r: _with_onehot(_lex_k(x, r), r.group)).double()
+    mine.load_state_dict(ref.state_dict())
+    assert torch.equal(mine(xs), ref(xs))                                   # the same k: the same model
+    res_ref, res_mine = ref.breaking(xs), mine.breaking(xs)
+    assert torch.equal(res_mine.k, res_ref.k) and torch.equal(res_mine.candidates, res_ref.candidates)
+    assert torch.allclose(res_mine.canonical, res_ref.canonical)
+    # another valid canonicalization (lexicographic minimum): relaxed-equivariant too, also when sampling k in K(x)
+    other = RelaxedEMLP(nodes, nodes, hidden=2,
+                        breaking_object=lambda x, r: _with_onehot(_lex_k(x, r, smallest=True), r.group)).double()
+    assert relaxed_equivariance_violation(other, xs, nodes, nodes) < 1e-12
+    gen = torch.Generator().manual_seed(0)
+    assert relaxed_equivariance_violation(lambda v: other(v, sample=True, generator=gen), xs, nodes, nodes) < 1e-12
+    res = other.breaking(xs, sample=True, generator=gen)
+    assert bool(res.candidates[torch.arange(len(xs)), res.k].all())        # the sampled k lies in K(x)
+    assert res.candidates.sum(-1).tolist() == [len(stabilizer_elements(x, nodes)) for x in xs]
+    assert torch.equal(res.b, torch.nn.functional.one_hot(res.k, D6.order).double())
+    with pytest.raises(TypeError, match="callable"):
+        RelaxedEMLP(nodes, nodes, breaking_object="lexicographic")
+    bad = RelaxedEMLP(nodes, nodes, hidden=2, breaking_object=lambda x, r: (_lex_k(x, r), torch.zeros(len(x), 6)))
+    with pytest.raises(ValueError, match=r"b: \(5, 12\)"):
+        bad(xs.float())
+    with pytest.raises(ValueError, match="relaxed model"):
+        make_model("noise", symbreak.spin_ring(n=4, n_train=8, n_test=4), breaking_object=lambda x, r: None)
+
+
+# ---------------------------------------------------------------------------------------------- in distribution
+
+class _Biased(torch.nn.Module):
+    """A noise model that is NOT equivariant in distribution: it always favours node 0."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, generator=None):
+        y = self.inner(x, generator=generator)
+        return y + 5.0 * torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), y.shape[-1]).to(y)
+
+
+def test_noise_injection_is_equivariant_in_distribution_and_the_measure_can_fail():
+    from symviz.chapters.ch01_symmetry_breaking.experiments import (distribution_equivariance, outcome, outcome_distributions,
+                                                                    showcase_input)
+
+    task = symbreak.node_pick(n=6, n_train=8, n_test=16)
+    x = showcase_input(task, stabilizer_elements)
+    assert 1 < len(stabilizer_elements(x, task.rep_in)) < task.group.order      # a proper, non-trivial stabilizer
+    torch.manual_seed(0)
+    noise, relaxed = NoiseEMLP(task.rep_in, task.rep_out, hidden=2), RelaxedEMLP(task.rep_in, task.rep_out, hidden=2)
+    dist = outcome_distributions(task, noise, relaxed, x, stabilizer_elements, reference_breaking_object, draws=2000)
+    assert set(dist.model) == {"noise", "relaxed"} and dist.groupby(["model", "g"]).probability.sum().round(9).eq(1).all()
+    d = distribution_equivariance(dist, 2000)
+    assert d["tv_relaxed"] < 1e-12 and d["tv_noise"] <= d["tv_bound"]
+    biased = distribution_equivariance(outcome_distributions(task, _Biased(noise), relaxed, x, stabilizer_elements,
+                                                             reference_breaking_object, draws=2000), 2000)
+    assert biased["tv_noise"] > biased["tv_bound"]
+    spins = symbreak.spin_ring(n=8, n_train=8, n_test=4)
+    assert len(stabilizer_elements(showcase_input(spins, stabilizer_elements), spins.rep_in)) == 16   # uniform fields only
+    codes, names = outcome(spins, torch.tensor([[1.0, -1, 1, -1, 1, -1, 1, -1], [-1.0, 1, -1, 1, -1, 1, -1, 1],
+                                                 [1.0, 1, 1, 1, 1, 1, 1, 1]]))
+    assert codes.tolist() == [0, 1, 2] and len(names) == 3
+    with pytest.raises(ValueError, match="spin_ring and node_pick"):
+        outcome(symbreak.decoding(n_train=8, n_test=2), torch.zeros(1, 8))
+
+
+def test_tv_bound():
+    from symviz.chapters.ch01_symmetry_breaking.experiments import tv_bound
+
+    assert tv_bound(4000, 6, 11) < tv_bound(1000, 6, 11) and tv_bound(4000, 3, 15) < tv_bound(4000, 6, 15)
+    # the bound holds for histograms of the same law: simulate many pairs and never see it exceeded
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.5, 0.3, 0.2])
+    draws = torch.multinomial(p.expand(400, 3), 500, replacement=True, generator=g)
+    hist = torch.stack([torch.bincount(d, minlength=3) for d in draws]).double() / 500
+    tv = 0.5 * (hist[::2] - hist[1::2]).abs().sum(-1)
+    assert float(tv.max()) < tv_bound(500, 3, 1)
+    with pytest.raises(ValueError, match="positive"):
+        tv_bound(0, 3, 1)
+
+
+def test_conclude_marks_claim_kinds_and_fails_a_broken_noise_model():
+    import pandas as pd
+
+    from symviz.chapters.ch01_symmetry_breaking.experiments import conclude
+
+    task = symbreak.spin_ring(n=4, n_train=8, n_test=4)
+    floor, opt = float(task.floor.mean()), float(task.optimum.mean())
+    rows = [{"task": "spin_ring", "model": m, "seed": 0, "loss_sym": l, "loss_generic": 0.0, "relaxed_violation": v,
+             "equivariance_error": e, "output_symmetry_error": 0.0}
+            for m, l, v, e in [("equivariant", floor, 1e-16, 1e-16), ("relaxed", opt, 1e-16, 1.0), ("noise", floor - 0.1, 0.5, 1.0)]]
+    good = {"tv_noise": 0.02, "tv_relaxed": 0.0, "tv_bound": 0.1, "draws": 4000, "frozen_violations": [0.3]}
+    report.start("01_test", None, verbose=False)
+    table = conclude(pd.DataFrame(rows), {"spin_ring": task}, {"spin_ring": good}, [0], "quick", 1.0)
+    assert table["holds"].all() and set(table["kind"]) == {"paper", "sanity"} and (table["kind"] == "paper").sum() == 3
+    report.start("01_test", None, verbose=False)
+    table = conclude(pd.DataFrame(rows), {"spin_ring": task}, {"spin_ring": dict(good, tv_noise=0.3)}, [0], "quick", 1.0)
+    assert not table.loc[[c for c in table.index if "in distribution" in c][0], "holds"]

@@ -220,28 +220,39 @@ class Canonicalizer:
         inv = [G.inverse(g) for g in G.elements]
         self._inv_mats = self.rep.matrices()[inv]  # (|G|, d, d): ρ(g)⁻¹ = ρ(g⁻¹)
 
-    def __call__(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> BreakingResult:
+    def _orbit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(orbit, q)``: ``orbit[b, g] = ρ(g)⁻¹ x_b`` in float64 ``(B, |G|, d)`` and its rounded integers ``q``."""
         if x.ndim != 2 or x.shape[-1] != self.rep.dim:
             raise ValueError(f"Canonicalizer expects x: (batch, {self.rep.dim}), got shape {tuple(x.shape)}")
+        orbit = torch.einsum("gij,bj->bgi", self._inv_mats.to(device=x.device, dtype=torch.float64), x.double())
+        q = torch.round(orbit * 10 ** self.decimals)
+        return orbit, torch.where(q == 0, torch.zeros_like(q), q)  # -0.0 == 0.0 anyway; keep integers clean
+
+    def stabilizer_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, |G|)`` bool: ``h ∈ G_x`` (``ρ(h)⁻¹ x = x`` after rounding), for ``x: (B, d)``."""
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            _, q = self._orbit(x)
+            return (q == q[:, :1]).all(-1)       # element 0 is the identity: q[:, 0] is x itself
+
+    def __call__(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> BreakingResult:
         # float64 and no autocast: a bf16 orbit would round before the lexicographic comparison
         with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-            orbit = torch.einsum("gij,bj->bgi", self._inv_mats.to(device=x.device, dtype=torch.float64), x.double())
-            q = torch.round(orbit * 10 ** self.decimals)
-            q = torch.where(q == 0, torch.zeros_like(q), q)  # -0.0 == 0.0 anyway; keep integers clean
+            orbit, q = self._orbit(x)
             mask = torch.ones(q.shape[:2], dtype=torch.bool, device=x.device)
             for j in range(q.shape[-1]):
                 col = torch.where(mask, q[..., j], torch.full_like(q[..., j], -math.inf))
                 mask &= col == col.max(-1, keepdim=True).values
-            if sample:
-                w = mask.double()
-                u = torch.rand(w.shape, generator=generator, dtype=torch.float64).to(x.device) if generator is not None \
-                    else torch.rand(w.shape, dtype=torch.float64, device=x.device)
-                k = torch.where(mask, u, torch.full_like(u, -1.0)).argmax(-1)
-            else:
-                k = mask.double().argmax(-1)  # first True
+            k = _uniform_choice(mask, generator) if sample else mask.double().argmax(-1)  # deterministic: first True
             canonical = orbit[torch.arange(x.shape[0], device=x.device), k].to(x.dtype)
             b = torch.nn.functional.one_hot(k, mask.shape[1]).to(x.dtype)
         return BreakingResult(k=k, candidates=mask, canonical=canonical, b=b)
+
+
+def _uniform_choice(mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of the bool ``mask: (B, n)``, uniformly among its True entries."""
+    u = torch.rand(mask.shape, generator=generator, dtype=torch.float64).to(mask.device) if generator is not None \
+        else torch.rand(mask.shape, dtype=torch.float64, device=mask.device)
+    return torch.where(mask, u, torch.full_like(u, -1.0)).argmax(-1)
 
 
 class RelaxedEMLP(nn.Module):
@@ -252,23 +263,60 @@ class RelaxedEMLP(nn.Module):
     (Kaba & Ravanbakhsh 2023, symmetry breaking by an equivariant network fed a symmetry-breaking
     object; the one-hot ``e_k`` has trivial stabilizer, so ``F`` may break every symmetry of ``x``).
     ``sample=True`` draws ``k`` uniformly from ``K(x)`` (relaxed equivariance in distribution).
+
+    ``breaking_object`` (optional): a callable ``(x: (B, d_in), rep_in) -> (k: (B,), b: (B, |G|))`` returning
+    canonicalizing elements (``ρ(k)⁻¹ x`` the same for the whole orbit of ``x``) and their one-hots ``e_k``, e.g. a
+    learner's implementation of what :class:`Canonicalizer` computes (the default). With ``sample=True`` its
+    ``k`` is moved to ``h·k`` with ``h`` uniform in the stabilizer ``G_x``, i.e. uniform in ``K(x) = G_x·k``.
     """
 
-    def __init__(self, rep_in, rep_out, hidden: int = 16, depth: int = 2, decimals: int = 6, out_gain: float = 1.0):
+    def __init__(self, rep_in, rep_out, hidden: int = 16, depth: int = 2, decimals: int = 6, out_gain: float = 1.0,
+                 breaking_object: Callable | None = None):
         super().__init__()
         self.rep_in, self.rep_out = as_sumrep(rep_in), as_sumrep(rep_out)
         G = self.rep_in.group
         self.net = EMLP(self.rep_in + Representation.regular(G), self.rep_out, hidden, depth, out_gain=out_gain)
         self.canonicalizer = Canonicalizer(self.rep_in, decimals)
+        if breaking_object is not None and not callable(breaking_object):
+            raise TypeError(f"breaking_object must be callable (x, rep_in) -> (k, b), got {type(breaking_object).__name__}")
+        fn = breaking_object
+        # a plain function around it: copy.deepcopy (used to measure a trained model in float64) keeps functions
+        # as they are, whereas it would detach a copy of a callable object (e.g. an accepted exercise and its record)
+        self._breaking_object = None if fn is None else (lambda x, rep: fn(x, rep))
 
     def breaking(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> BreakingResult:
         """The symmetry-breaking object for ``x: (B, d_in)`` (see :class:`BreakingResult`)."""
-        return self.canonicalizer(x, sample, generator)
+        if self._breaking_object is None:
+            return self.canonicalizer(x, sample, generator)
+        G = self.rep_in.group
+        k, b = self._given_object(x)
+        with torch.no_grad():
+            stab = self.canonicalizer.stabilizer_mask(x)                            # (B, |G|): h ∈ G_x
+            hk = torch.as_tensor(G.table, device=x.device)[:, k].T                  # (B, |G|): index of h·k
+            if sample:
+                k = hk.gather(1, _uniform_choice(stab, generator)[:, None])[:, 0]
+                b = torch.nn.functional.one_hot(k, G.order)
+            candidates = torch.zeros_like(stab).scatter_(1, hk, stab)               # K(x) = G_x·k
+            canonical = torch.einsum("bij,bj->bi", self.canonicalizer._inv_mats.to(x.device)[k], x.double()).to(x.dtype)
+        return BreakingResult(k=k, candidates=candidates, canonical=canonical, b=b.to(x.dtype))
+
+    def _given_object(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(k, b)`` from ``breaking_object``, shapes checked."""
+        n, order = x.shape[0], self.rep_in.group.order
+        k, b = self._breaking_object(x, self.rep_in)
+        k, b = torch.as_tensor(k, device=x.device).long(), torch.as_tensor(b, device=x.device)
+        if k.shape != (n,) or tuple(b.shape) != (n, order):
+            raise ValueError(f"breaking_object must return k: ({n},) and b: ({n}, {order}), got "
+                             f"{tuple(k.shape)} and {tuple(b.shape)}")
+        return k, b
 
     def forward(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        b = self.breaking(x2, sample, generator).b
+        if self._breaking_object is not None and not sample:   # the given b as it is (no candidates needed)
+            b = self._given_object(x2)[1].to(x2.dtype)
+        else:
+            b = self.breaking(x2, sample, generator).b
         return self.net(torch.cat([x2, b], -1)).reshape(*lead, -1)
 
 

@@ -6,6 +6,9 @@
 * :class:`E3PointNet`: features built from e3nn spherical harmonics of the centred points, mixed by an
   e3nn equivariant linear map; outputs a scalar (invariant under E(3) and S_n) and a vector (equivariant).
 * :class:`DeepSetsLayer`: ``h_i' = A h_i + B·mean_j h_j + c``, the general permutation-equivariant linear layer.
+* :class:`EquivariantBasisLayer`: ``h' = Σ_k B_k h Θ_k + c``, the same layer built from any basis ``B_k`` of the
+  equivariant maps of the node permutation representation (the basis the primer's learner solves for);
+  ``DeepSets(node_basis=...)`` stacks two of them before the sum.
 
 Shapes: point sets ``x: (batch, n, 3)`` or ``(n, 3)``.
 """
@@ -16,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["SetMLP", "DeepSets", "DeepSetsLayer", "E3PointNet", "E3PointNetOutput"]
+__all__ = ["SetMLP", "DeepSets", "DeepSetsLayer", "EquivariantBasisLayer", "E3PointNet", "E3PointNetOutput"]
 
 
 class E3PointNetOutput(NamedTuple):
@@ -69,12 +72,61 @@ class DeepSetsLayer(nn.Module):
         return y[0] if single else y
 
 
-class DeepSets(nn.Module):
-    """``ρ(Σ_i φ(x_i))``: ``x: (batch, n, d) -> (batch, out)``, permutation-invariant."""
+class EquivariantBasisLayer(nn.Module):
+    """``h' = Σ_k B_k h Θ_k + 1 cᵀ``: a linear layer on node features built from a basis of equivariant maps.
 
-    def __init__(self, in_dim: int = 3, out_dim: int = 1, hidden: int = 64):
+    ``basis: (K, n, n)``, the solutions ``B`` of ``P_g B = B P_g`` for the node permutations ``P_g`` of a group
+    (for ``S_n`` any basis of ``span{I, 11ᵀ}``, e.g. from an SVD null space); ``Θ_k: (d_in, d_out)`` learned
+    channel mixings, ``c: (d_out,)`` a bias shared by all nodes (the only bias a transitive group allows).
+    ``h: (batch, n, d_in) -> (batch, n, d_out)``; equivariant under every permutation that commutes with all
+    ``B_k``. Each ``B_k`` is scaled to the Frobenius norm of the identity (``√n``), and ``Θ_k`` starts as
+    ``nn.Linear`` does (uniform in ``±1/√d_in``), so the layer starts at the scale of a per-node linear layer
+    whatever basis it is given.
+    """
+
+    def __init__(self, d_in: int, d_out: int, basis: torch.Tensor):
         super().__init__()
-        self.phi = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        basis = torch.as_tensor(basis)
+        if basis.ndim != 3 or basis.shape[1] != basis.shape[2] or basis.shape[0] < 1:
+            raise ValueError(f"basis must be (K, n, n) with K >= 1 equivariant maps of the n nodes, got shape {tuple(basis.shape)}")
+        norms = basis.reshape(basis.shape[0], -1).norm(dim=1)
+        if not bool(torch.isfinite(basis).all()) or bool((norms < 1e-12).any()):
+            raise ValueError("basis: every element must be a finite, non-zero (n, n) matrix")
+        n = basis.shape[1]
+        # kept in float64 and cast in forward, like symviz.nn.emlp.EquivariantLinear: exactness survives .double()
+        self.register_buffer("basis", (basis.double() * (n ** 0.5 / norms.double())[:, None, None]), persistent=False)
+        bound = 1.0 / d_in ** 0.5
+        self.theta = nn.Parameter(torch.empty(basis.shape[0], d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(d_out).uniform_(-bound, bound))
+
+    @property
+    def n(self) -> int:
+        return int(self.basis.shape[-1])
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h, single = _batched(h, "h")
+        if h.shape[1] != self.n:
+            raise ValueError(f"this layer's basis acts on {self.n} nodes, got h with {h.shape[1]} nodes (shape {tuple(h.shape)})")
+        mixed = torch.einsum("bjc,kcd->bjkd", h, self.theta)                 # channels first: (batch, n, K, d_out)
+        y = torch.einsum("kij,bjkd->bid", self.basis.to(h.dtype), mixed) + self.bias
+        return y[0] if single else y
+
+
+class DeepSets(nn.Module):
+    """``ρ(Σ_i φ(x_i))``: ``x: (batch, n, d) -> (batch, out)``, permutation-invariant.
+
+    ``node_basis: (K, n, n)`` (optional): ``φ`` becomes two :class:`EquivariantBasisLayer` s built from it, so
+    nodes exchange information before the sum (the equivariant layers of Zaheer et al.); sets must then have
+    ``n`` points. Default: ``φ`` acts on each point alone.
+    """
+
+    def __init__(self, in_dim: int = 3, out_dim: int = 1, hidden: int = 64, node_basis: torch.Tensor | None = None):
+        super().__init__()
+        if node_basis is None:
+            self.phi = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        else:
+            self.phi = nn.Sequential(EquivariantBasisLayer(in_dim, hidden, node_basis), nn.SiLU(),
+                                     EquivariantBasisLayer(hidden, hidden, node_basis))
         self.rho = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 __all__ = ["element_label", "draw_answer", "draw_input", "compare_figure", "symmetry_breaking_widget",
-           "plot_training", "plot_violations", "MODEL_COLORS"]
+           "plot_training", "plot_violations", "plot_answer_distributions", "MODEL_COLORS"]
 
 MODEL_COLORS = {"equivariant": "#4c72b0", "relaxed": "#55a868", "noise": "#dd8452"}
 
@@ -251,4 +251,38 @@ def plot_violations(table, ax=None, column: str = "relaxed_violation", floor_val
     ax.set_xticklabels(tasks)
     ax.set_ylabel(f"{column.replace('_', ' ')} (max over seeds)")
     ax.legend(fontsize=7)
+    return ax
+
+
+def plot_answer_distributions(dist, task, g: int = 1, ax=None, title: str = ""):
+    """Bars of answer probabilities on one symmetric input, from
+    :func:`symviz.chapters.ch01_symmetry_breaking.experiments.outcome_distributions`: the noise model at ``x`` and at
+    ``g·x`` (answers moved back by ``g⁻¹``), each over its own noise draws, and the relaxed model with ``k`` over
+    ``K(x)``. Equal bars mean the answer distribution moves with the input; the whisker on the noise bars spans the
+    smallest and largest probability over every ``g ∈ G``."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    answers = list(dict.fromkeys(dist["answer"]))
+    pos = np.arange(len(answers))
+    table = {m: part.pivot(index="g", columns="answer", values="probability")[answers] for m, part in dist.groupby("model")}
+    noise = table["noise"]
+    bars = [("noise, at x", noise.loc[0], MODEL_COLORS["noise"], None),
+            (f"noise, at g·x moved back ({element_label(task.group, g)})", noise.loc[g], "none", MODEL_COLORS["noise"]),
+            ("relaxed, k uniform over K(x)", table["relaxed"].loc[0], MODEL_COLORS["relaxed"], None)]
+    width = 0.27
+    for j, (label, values, face, edge) in enumerate(bars):
+        ax.bar(pos + (j - 1) * width, values.to_numpy(), width, color=face, edgecolor=edge or face, hatch="//" if edge else None,
+               label=label)
+    lo, hi = noise.min().to_numpy(), noise.max().to_numpy()
+    mid = noise.loc[0].to_numpy()
+    ax.errorbar(pos - width, mid, yerr=[mid - lo, hi - mid], fmt="none", ecolor="k", capsize=2, lw=0.8,
+                label="noise: range over every g")
+    ax.set_xticks(pos)
+    ax.set_xticklabels(answers, fontsize=7)
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1.45 * float(max(hi.max(), table["relaxed"].to_numpy().max())))   # room for the legend on top
+    ax.set_title(title or task.name, fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
     return ax
