@@ -167,12 +167,7 @@ def chapter_threads(scale: str, quick_default: int | None = 1) -> int:
     for name in THREADS_ENV:
         raw = os.environ.get(name, "").strip()
         if raw:
-            try:
-                n = int(raw)
-            except ValueError:
-                n = 0
-            if n < 1:
-                raise ValueError(f"${name}={raw!r}: expected a positive number of threads, e.g. {name}=2")
+            n = _positive_int(raw, f"${name}={raw!r}: expected a positive number of threads, e.g. {name}=2")
             torch.set_num_threads(n)
             return n
     if quick_default is not None and not (isinstance(quick_default, int) and quick_default >= 1):
@@ -295,12 +290,17 @@ def smoke_steps() -> int | None:
     raw = os.environ.get(SMOKE_ENV, "").strip()
     if raw in ("", "0"):
         return None
+    return _positive_int(raw, f"{SMOKE_ENV} must be a positive number of steps (or unset), got {raw!r}")
+
+
+def _positive_int(raw: str, message: str) -> int:
+    """``int(raw)`` when it is a positive integer, else ``ValueError(message)``."""
     try:
         n = int(raw)
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"{SMOKE_ENV} must be a positive number of steps (or unset), got {raw!r}")
+        raise ValueError(message)
     return n
 
 
