@@ -373,17 +373,21 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     model.eval()
     if dev != home:
         model.to(dev)
-    correct = 0
+    correct, seen = 0, 0
+    limit = smoke_steps()  # a smoke run (`symviz run --smoke`) scores only a few batches
     try:
         with torch.no_grad():
-            for i in range(0, len(y), batch_size):
+            for k, i in enumerate(range(0, len(y), batch_size)):
+                if limit is not None and k >= limit:
+                    break
                 pred = model(x[i:i + batch_size].to(dev)).argmax(-1)
                 correct += int((pred == y[i:i + batch_size].to(dev)).sum())
+                seen += len(pred)
     finally:
         model.train(was_training)
         if dev != home:
             model.to(home)
-    return correct / len(y)
+    return correct / seen
 
 
 def _batch_size(batch: Any) -> int:

@@ -98,3 +98,18 @@ def test_chapter_07_loops_obey_the_smoke_steps(monkeypatch):
     out = train_colored_branches(lambda: MLP(2, 8), x, y, x, y, branches=("erm", "sd"), steps=2001, anneal=450,
                                  log_every=1)
     assert all(r.history["step"].max() == 4 for r in out.values())   # 2 steps before the switch, 2 after
+
+
+def test_accuracy_scores_a_few_batches_in_a_smoke_run(monkeypatch):
+    calls = []
+    model = torch.nn.Linear(3, 2)
+    model.register_forward_hook(lambda *a: calls.append(1))
+    x, y = torch.randn(50, 3), torch.randint(0, 2, (50,))
+    full = train.accuracy(model, x, y, batch_size=10)
+    assert len(calls) == 5
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    calls.clear()
+    part = train.accuracy(model, x, y, batch_size=10)
+    assert len(calls) == 2 and 0.0 <= part <= 1.0
+    monkeypatch.delenv(train.SMOKE_ENV)
+    assert part == train.accuracy(model, x[:20], y[:20]) and full == train.accuracy(model, x, y)
