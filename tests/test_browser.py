@@ -369,12 +369,13 @@ def check_notebook_in_lab(notebook: Path, shot: Path, lab, browser) -> dict:
             if handle.get_attribute("aria-valuemin") == handle.get_attribute("aria-valuemax"):
                 continue  # a slider with one position (nglview's frame slider for a single structure)
             handle.focus()
-            for _ in range(3):
-                handle.press("ArrowRight")
+            at_max = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
+            for _ in range(3):  # a slider that starts at its maximum moves the other way
+                handle.press("ArrowLeft" if at_max else "ArrowRight")
             moved += 1
             page.wait_for_timeout(500)
             if value is not None:
-                assert readout.first.inner_text() != value, f"{notebook.name}: slider {i} did not move with ArrowRight"
+                assert readout.first.inner_text() != value, f"{notebook.name}: slider {i} did not move with the arrow keys"
             if target is None:
                 continue
             changed, t0 = False, time.time()
@@ -382,7 +383,7 @@ def check_notebook_in_lab(notebook: Path, shot: Path, lab, browser) -> dict:
                 page.wait_for_timeout(1000)
                 target = _plot_target(cell)
                 changed = target is not None and target.screenshot() != before
-            assert changed, f"{notebook.name}: moving slider {i} with ArrowRight did not change its plot"
+            assert changed, f"{notebook.name}: moving slider {i} with the arrow keys did not change its plot"
             page.wait_for_timeout(1500)
             after = [t for t in cell.locator(".jp-OutputArea-output").all_inner_texts() if "Traceback" in t]
             if after:
