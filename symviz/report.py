@@ -123,23 +123,29 @@ class Report:
     def holds(self) -> bool:
         return all(c["holds"] for c in self.claims)
 
-    def check(self) -> list[str]:
-        """The claims that do not hold. Strict (:attr:`strict`): raise :class:`ClaimFailed` naming them.
-        Interactive: show a visible warning naming them and return them, so Run All goes on. A report without
-        any claim raises in both modes (the chapter is broken, not the run)."""
+    @property
+    def failed(self) -> list[str]:
+        """The texts of the claims that do not hold."""
+        return [c["text"] for c in self.claims if not c["holds"]]
+
+    def check(self) -> None:
+        """Strict (:attr:`strict`): raise :class:`ClaimFailed` naming the claims that do not hold. Interactive:
+        show a visible warning naming them, so Run All goes on (they stay in :attr:`failed`). A report without
+        any claim raises in both modes (the chapter is broken, not the run). Returns None, so a Result cell
+        ending in ``report.check()`` shows nothing more."""
         if not self.claims:  # a chapter's own defect, not something a learner caused: always an error
             raise ClaimFailed(f"{self.chapter}: no claims were recorded; a Result cell must state its claims")
-        failed = [c["text"] for c in self.claims if not c["holds"]]
+        failed = self.failed
         if os.environ.get("SYMVIZ_SMOKE", "").strip() not in ("", "0"):  # `symviz run --smoke`: nothing is asserted
             print(f"smoke run: {len(self.claims)} claims recorded, not asserted (each training stopped after a few steps)")
-            return failed
+            return None
         if failed and self.strict:
             raise ClaimFailed(f"{self.chapter}: claims that do not hold: " + "; ".join(failed))
         if failed:
             _warn(f"{self.chapter}: {len(failed)} of {len(self.claims)} claims do not hold on this run: "
                   + "; ".join(failed) + ". If you changed a parameter or an exercise, that may be why; "
                   "under `symviz run` this fails the chapter.")
-        return failed
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {"chapter": self.chapter, "metrics": self.metrics, "claims": self.claims, "exercises": self.exercises}
@@ -194,8 +200,8 @@ def claim(text: str, holds: Any, value: Any = None, kind: str = "paper") -> bool
     return current().claim(text, holds, value, kind=kind)
 
 
-def check() -> list[str]:
-    return current().check()
+def check() -> None:
+    current().check()
 
 
 def exercises() -> list[dict[str, Any]]:
