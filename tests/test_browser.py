@@ -294,6 +294,20 @@ def test_each_widget_kind_renders_in_jupyterlab(lab, browser, tmp_path):
     assert counts["nglview"] >= 1 and counts["plotly"] >= 1 and counts["sliders"] >= 1, counts
 
 
+def open_and_run_all(page, base: str, name: str, budget_s: float) -> list[str]:
+    """Open notebook ``name`` of the test JupyterLab in a workspace of its own (no tab of an earlier notebook is
+    restored next to it), accept the kernel, run all cells; returns the code cells' prompts."""
+    workspace = re.sub(r"[^A-Za-z0-9]", "", Path(name).stem)
+    page.goto(f"{base}/lab/workspaces/{workspace}/tree/{name}?reset", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    page.wait_for_timeout(2000)
+    accept = page.locator('.jp-Dialog:has-text("Select Kernel") .jp-mod-accept')
+    if accept.count():
+        accept.first.click()
+    _wait_idle(page)
+    return _run_all(page, budget_s)
+
+
 def check_notebook_in_lab(notebook: Path, shot: Path, lab, browser) -> dict:
     """Open ``notebook`` in the test JupyterLab, run all cells, check what rendered; returns the counts."""
     base, root = lab
@@ -306,16 +320,7 @@ def check_notebook_in_lab(notebook: Path, shot: Path, lab, browser) -> dict:
     page.on("pageerror", lambda e: js_errors.append(str(e)))
     t_start = time.time()
     try:
-        # a workspace of its own per notebook: no tab of an earlier chapter is restored next to this one
-        workspace = re.sub(r"[^A-Za-z0-9]", "", Path(name).stem)
-        page.goto(f"{base}/lab/workspaces/{workspace}/tree/{name}?reset", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_timeout(2000)
-        accept = page.locator('.jp-Dialog:has-text("Select Kernel") .jp-mod-accept')
-        if accept.count():
-            accept.first.click()
-        _wait_idle(page)
-        prompts = _run_all(page, BUDGET_S)
+        prompts = open_and_run_all(page, base, name, BUDGET_S)
         try:  # widget views may still be talking to the kernel (nglview fetches its structure): not an error
             _wait_idle(page, 60_000)
         except Exception:
@@ -535,14 +540,7 @@ def test_failing_claim_warns_without_stopping_run_all(lab, browser, tmp_path):
     page = ctx.new_page()
     shot = SCREENSHOTS / "claim_warning.png"
     try:
-        page.goto(f"{base}/lab/workspaces/claimwarning/tree/{name}?reset", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_timeout(2000)
-        accept = page.locator('.jp-Dialog:has-text("Select Kernel") .jp-mod-accept')
-        if accept.count():
-            accept.first.click()
-        _wait_idle(page)
-        prompts = _run_all(page, 120)
+        prompts = open_and_run_all(page, base, name, 120)
         _wait_idle(page)
         page.wait_for_timeout(1500)
         save_notebook_screenshot(page, shot)
