@@ -421,6 +421,7 @@ def fit(
     metrics: dict[str, Callable[[torch.nn.Module, Any], torch.Tensor]] | None = None,
     desc: str = "fit",
     compile: bool = False,
+    step: Callable[[torch.nn.Module, Any, torch.optim.Optimizer], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``train_loader``.
 
@@ -448,6 +449,9 @@ def fit(
             for long runs (the first batch compiles for tens of seconds on a CPU). Validation runs eagerly,
             and each new training batch shape compiles once more, so prefer a batch size that divides
             the training set.
+        step: a training step of your own, ``(model, batch, optimizer) -> loss``: it computes the loss, calls
+            ``backward`` and ``optimizer.step()`` itself (e.g. a learner's step in chapter 03), and ``fit`` logs
+            the loss it returns; ``loss_fn`` then serves validation only. Not with ``grad_clip``.
     Returns:
         :class:`FitResult` with a pandas history (``epoch``, ``train_loss``, ``val_loss``, metrics,
         ``seconds``).
@@ -478,6 +482,10 @@ def fit(
             raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     if not isinstance(amp, bool):
         raise ValueError(f"amp must be True (bf16 autocast on a CUDA GPU) or False (float32, the default), got {amp!r}")
+    if step is not None and not callable(step):
+        raise TypeError(f"step must be a function (model, batch, optimizer) -> loss, got {type(step).__name__}")
+    if step is not None and grad_clip:
+        raise ValueError("grad_clip clips inside fit's own step: with step=, clip in your step before optimizer.step()")
     if patience is not None and val_loader is None:
         raise ValueError("patience (early stopping) needs a val_loader")
     if scheduler not in (None, "cosine"):
@@ -519,14 +527,15 @@ def fit(
                 break
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(step_model, batch)
+                loss = loss_fn(step_model, batch) if step is None else torch.as_tensor(step(step_model, batch, opt))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fit: loss became {loss.item()} at epoch {epoch}; lower lr or check the data")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
+            if step is None:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                opt.step()
             n = _batch_size(batch)
             total += float(loss.detach()) * n
             count += n

@@ -324,3 +324,35 @@ def test_a_report_records_the_threads_its_numbers_were_measured_with(tmp_path):
 
     Report("demo", tmp_path / "r.json", verbose=False)
     assert json.loads((tmp_path / "r.json").read_text())["metrics"]["torch_threads"] == torch.get_num_threads()
+
+
+def test_fit_with_a_step_of_ones_own_trains_like_fit():
+    """fit(step=): the caller's step updates the model; with the same update, the same weights and history."""
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 1)
+
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 3, generator=g), torch.randn(8, 1, generator=g)) for _ in range(4)]
+    loss = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()  # noqa: E731
+    calls = []
+
+    def my_step(m, batch, opt):
+        calls.append(1)
+        out = loss(m, batch)
+        opt.zero_grad()
+        out.backward()
+        opt.step()
+        return out.detach()
+
+    a, b = make(), make()
+    ra = train.fit(a, loss, data, data, epochs=3, optimizer=torch.optim.SGD(a.parameters(), lr=0.1), progress=False,
+                   device="cpu")
+    rb = train.fit(b, loss, data, data, epochs=3, optimizer=torch.optim.SGD(b.parameters(), lr=0.1), progress=False,
+                   device="cpu", step=my_step)
+    assert len(calls) == 12
+    assert torch.equal(a.weight, b.weight) and ra.history["val_loss"].tolist() == rb.history["val_loss"].tolist()
+    with pytest.raises(ValueError, match="grad_clip"):
+        train.fit(make(), loss, data, epochs=1, step=my_step, grad_clip=1.0, device="cpu", progress=False)
+    with pytest.raises(TypeError, match="step must be a function"):
+        train.fit(make(), loss, data, epochs=1, step=3, device="cpu", progress=False)

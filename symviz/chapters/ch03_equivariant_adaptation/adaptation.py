@@ -290,26 +290,18 @@ def adaptation_step(model: CanonicalizedModel, batch, optimizer: torch.optim.Opt
 def _fit_with_step(model: AdaptedModel, step, objective, prior_weight: float, loader, val_loader, *,
                    optimizer: torch.optim.Optimizer, **fit_kwargs):
     """Train with :func:`symviz.train.fit`'s loop (seeding, validation loss and metrics after each epoch, the best
-    epoch's weights kept, early stopping) but with ``step`` as the training step. Returns fit's ``FitResult``.
-
-    ``fit`` updates the model itself (``zero_grad``, ``backward``, ``optimizer.step()`` on the loss it is given). Here
-    every training batch goes to ``step(model, batch, optimizer, objective, prior_weight)``, which updates the model
-    with ``optimizer``; fit gets that step's loss as a constant and an idle optimizer (one spare zero tensor, learning
-    rate 0), so its own update reaches no weight. Validation batches (model in eval mode) only compute
-    ``objective``. With :func:`adaptation_step` this is exactly ``fit(model, loss, ..., optimizer=optimizer)``.
-    """
+    epoch's weights kept, early stopping) and ``step(model, batch, optimizer, objective, prior_weight)`` as the
+    training step (``fit(step=)``); validation batches (model in eval mode) compute ``objective``. With
+    :func:`adaptation_step` this is exactly ``fit(model, loss, ..., optimizer=optimizer)``. Returns fit's
+    ``FitResult``."""
     from symviz.train import fit
 
-    idle = torch.optim.SGD([torch.zeros((), requires_grad=True)], lr=0.0)
-
-    def loss_fn(m: AdaptedModel, batch) -> torch.Tensor:
-        if m.training:   # a training batch: the step updates the weights and returns its loss
-            loss = step(m, batch, optimizer, objective, prior_weight)
-            return torch.as_tensor(float(loss)).requires_grad_()   # fit's backward on it reaches no weight
-        logits, res = m.forward_with_details(batch[0])   # validation (fit evaluates in eval mode)
+    def val_loss(m: AdaptedModel, batch) -> torch.Tensor:
+        logits, res = m.forward_with_details(batch[0])
         return objective(logits, batch[1], res.scores if res.scores is not None else res.element, prior_weight)
 
-    return fit(model, loss_fn, loader, val_loader, optimizer=idle, **fit_kwargs)
+    return fit(model, val_loss, loader, val_loader, optimizer=optimizer,
+               step=lambda m, batch, opt: step(m, batch, opt, objective, prior_weight), **fit_kwargs)
 
 
 @dataclass
