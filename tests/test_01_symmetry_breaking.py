@@ -314,6 +314,28 @@ def test_relaxed_experiment_smoke():
         make_model("invariant", task)
 
 
+def test_measure_checks_few_elements_in_a_smoke_run(monkeypatch):
+    """`symviz run --smoke`: measure() keeps its code path but checks 4 group elements on 2 inputs (all 120
+    elements of S5 on 12 inputs were most of chapter 01's full-mode smoke); a real run checks every element."""
+    import symviz.chapters.ch01_symmetry_breaking.experiments as ex
+    from symviz import train
+
+    task = symbreak.spin_ring(n=4, n_train=32, n_test=4)
+    model = ex.make_model("equivariant", task, hidden=2)
+    seen = []
+    for name in ("equivariance_violation", "relaxed_equivariance_violation"):
+        real = getattr(ex, name)
+        monkeypatch.setattr(ex, name, lambda f, x, ri, ro, elements=None, _r=real: seen.append((len(x), elements))
+                            or _r(f, x, ri, ro, elements=elements))
+    ex.measure(model, "equivariant", task)
+    assert len(seen) == 2 and all(e is None for _, e in seen)         # every group element
+    seen.clear()
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    out = ex.measure(model, "equivariant", task)
+    assert [(n, len(e)) for n, e in seen] == [(2, 4), (2, 4)]
+    assert out["equivariance_error"] < 1e-9
+
+
 def test_exercise_checks():
     from symviz.chapters.ch01_symmetry_breaking.checks import check_relaxed_violation, check_stabilizer
 

@@ -440,3 +440,27 @@ def test_conclude_records_claims_of_both_kinds(monkeypatch):
         conclude(runs.drop(columns="identity"), ev, [adapted], backbone, torch.rand(8, 28, 28), **kw)
     with pytest.raises(ValueError, match="one row per seed"):
         conclude(runs, ev, [adapted], backbone, torch.rand(8, 28, 28), **{**kw, "seeds": [0, 1, 2]})
+
+
+def test_smoke_run_evaluates_a_few_small_batches(monkeypatch):
+    """`symviz run --smoke`: evaluations and adaptation take their code path on smoke_steps() batches of at most
+    SMOKE_BATCH images (full mode's 10 000 test images and batches of 256 made most of the full-mode smoke)."""
+    from symviz import train
+
+    torch.manual_seed(0)
+    model = AdaptedModel(C4ImageCanonicalizer(hidden=4, pool=2), ResNetBackbone(hidden=4, blocks=(1,))).eval()
+    x, y = torch.rand(300, 28, 28), torch.randint(0, 10, (300,))
+    full = evaluate_adapted(model, x, y, seed=1)
+    assert int(full["histogram"].sum()) == 300
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    ev = evaluate_adapted(model, x, y, seed=1)
+    assert int(ev["histogram"].sum()) == 64                    # 2 batches of 32
+    assert int(element_histogram(model.canonicalizer, x).sum()) == 64
+    assert ev["identity"] == identity_metric(model.canonicalizer, x[:64])
+    assert evaluate_rotations(model, x, y, "C4")["upright"] == accuracy(model, x[:64], y[:64])
+    seen = []
+    res = adapt(ResNetBackbone(hidden=4, blocks=(1,)), x, y, prior_weight=1.0, seed=0, x_val=x[:100], y_val=y[:100],
+                step=lambda m, b, opt, obj, w: seen.append(len(b[0])) or adaptation_step(m, b, opt, obj, w))
+    assert seen == [32, 32] and len(res.history) == 1          # one epoch of 2 steps, batches of SMOKE_BATCH
+    monkeypatch.delenv(train.SMOKE_ENV)
+    assert int(element_histogram(model.canonicalizer, x).sum()) == 300

@@ -40,6 +40,7 @@ from symviz.equivariance import relative_error
 from symviz.nn.emlp import (EMLP, Canonicalizer, NoiseEMLP, RelaxedEMLP, equivariance_violation,
                             relaxed_equivariance_violation, stabilizer_elements)
 from symviz.reps import as_sumrep
+from symviz.train import smoke_steps
 
 __all__ = ["MODEL_KINDS", "make_model", "TrainedModel", "train_model", "measure", "compare",
            "output_symmetry_error", "frozen", "outcome", "outcome_distributions", "distribution_equivariance",
@@ -173,16 +174,19 @@ def measure(model: torch.nn.Module, kind: str, task, n_check: int = 6, noise_dra
         draws = noise_draws if kind == "noise" else 1
         loss_sym = sum(float(task.loss(m(x_sym), x_sym).mean()) for _ in range(draws)) / draws
         loss_gen = sum(float(task.loss(m(x_gen), x_gen).mean()) for _ in range(draws)) / draws
+    elements = None  # every group element
+    if smoke_steps() is not None:  # `symviz run --smoke`: the same code path on 2 inputs and a few elements
+        n_check, elements = min(n_check, 1), list(task.rep_in.group.elements)[:4]
     xv = torch.cat([x_sym[:n_check], x_gen[:n_check]])
     with torch.no_grad():
         typical = float(f(x_gen[:n_check]).to(torch.float64).norm(dim=-1).mean())
     return {
-        "equivariance_error": equivariance_violation(f, xv, task.rep_in, task.rep_out),
+        "equivariance_error": equivariance_violation(f, xv, task.rep_in, task.rep_out, elements=elements),
         "loss_generic": loss_gen,
         "loss_sym": loss_sym,
         "floor": float(task.floor.mean()),
         "optimum": float(task.optimum.mean()),
-        "relaxed_violation": relaxed_equivariance_violation(f, xv, task.rep_in, task.rep_out),
+        "relaxed_violation": relaxed_equivariance_violation(f, xv, task.rep_in, task.rep_out, elements=elements),
         "output_symmetry_error": output_symmetry_error(f, x_sym[:n_check], task.rep_in, task.rep_out, scale=typical),
     }
 

@@ -95,6 +95,31 @@ class AdaptedModel(CanonicalizedModel):
         return super().forward_with_details(_as_images(x, type(self).__name__))
 
 
+SMOKE_BATCH = 32
+"""Largest batch of a smoke run (`symviz run --smoke`) in this chapter: full mode's canonicalizer (32 channels at
+full resolution, four rotated copies) and ResNet make each image costly on a CPU; the real run uses full batches."""
+
+
+def _smoke_batch(batch_size: int) -> int:
+    """``batch_size``, or at most :data:`SMOKE_BATCH` in a smoke run."""
+    from symviz.train import smoke_steps
+
+    return batch_size if smoke_steps() is None else min(batch_size, SMOKE_BATCH)
+
+
+def _smoke_subset(x: torch.Tensor, *rest: torch.Tensor, batch_size: int = 1000):
+    """In a smoke run (`symviz run --smoke`) evaluations see the same code path on a few small batches:
+    ``(batch_size, x, *rest)`` cut to :func:`symviz.train.smoke_steps` batches of at most :data:`SMOKE_BATCH`;
+    else unchanged."""
+    from symviz.train import smoke_steps
+
+    steps = smoke_steps()
+    if steps is None:
+        return (batch_size, x, *rest)
+    batch_size = _smoke_batch(batch_size)
+    return (batch_size, *(t[:steps * batch_size] for t in (x, *rest)))
+
+
 @torch.no_grad()
 def identity_metric(canonicalizer: nn.Module, x: torch.Tensor, batch_size: int = 1000, tol: float = 1e-3) -> float:
     """Fraction of (upright) images that the canonicalizer maps to the identity element.
@@ -110,6 +135,7 @@ def identity_metric(canonicalizer: nn.Module, x: torch.Tensor, batch_size: int =
     x = _as_images(x, "identity_metric")
     if len(x) == 0:
         raise ValueError("identity_metric: x holds no images")
+    batch_size, x = _smoke_subset(x, batch_size=batch_size)
     was = canonicalizer.training
     canonicalizer.eval()
     hits = 0
@@ -131,6 +157,7 @@ def element_histogram(canonicalizer: nn.Module, x: torch.Tensor, batch_size: int
     n = getattr(canonicalizer, "n", None)
     if n is None:
         raise ValueError("element_histogram needs a discrete canonicalizer (with attribute n)")
+    batch_size, x = _smoke_subset(x, batch_size=batch_size)
     was = canonicalizer.training
     canonicalizer.eval()
     counts = torch.zeros(n, dtype=torch.long)
@@ -195,6 +222,7 @@ def evaluate_rotations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, angle
         raise ValueError("evaluate_rotations: angles is empty")
     if not torch.is_tensor(y) or y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"evaluate_rotations: y must be labels (N,) with N = len(x) = {len(x)}")
+    batch_size, x, y = _smoke_subset(x, y, batch_size=batch_size)
     per = {a: accuracy(model, rotate_test_set(x, a), y, batch_size, device) for a in angles}
     upright = per.get(0.0, None)
     if upright is None:
@@ -226,6 +254,7 @@ def evaluate_adapted(model: AdaptedModel, x: torch.Tensor, y: torch.Tensor, seed
         raise ValueError("evaluate_adapted needs a canonicalized model with a discrete canonicalizer (attribute n)")
     from symviz.train import resolve_device
 
+    batch_size, x, y = _smoke_subset(x, y, batch_size=batch_size)
     dev = resolve_device(device)
     home = next(model.parameters()).device
     was = model.training
@@ -399,12 +428,13 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
     val_loader = None
     if x_val is not None:
         xv = _as_images(x_val, "adapt(x_val)")
-        val_loader = [(xv[i:i + 500], y_val[i:i + 500]) for i in range(0, len(xv), 500)]
+        vb = _smoke_batch(500)
+        val_loader = [(xv[i:i + vb], y_val[i:i + vb]) for i in range(0, len(xv), vb)]
         metrics = {
             "val_identity": identity_share,
             "val_accuracy": lambda m, b: (m(b[0]).argmax(-1) == b[1]).float().mean(),
         }
-    loader = TensorBatches(x, y, batch_size=cfg["batch_size"], seed=seed)
+    loader = TensorBatches(x, y, batch_size=_smoke_batch(cfg["batch_size"]), seed=seed)
     t0 = time.perf_counter()
     res = _fit_with_step(model, step, objective, prior_weight, loader, val_loader, optimizer=opt, epochs=cfg["epochs"],
                          patience=cfg["patience"] if val_loader is not None else None, device=resolve_device(device),

@@ -55,6 +55,9 @@ def conclude(runs, ev_backbone: Mapping, adapted: Sequence, backbone, x_inv, *, 
     idm = {c: runs[runs.config == c].identity.to_numpy() for c in CONFIGS}
     if any(len(acc[c]) != len(seeds) for c in CONFIGS):
         raise ValueError(f"conclude: runs needs one row per seed ({len(seeds)}) for each of {CONFIGS}")
+    from symviz.chapters.ch03_equivariant_adaptation.adaptation import _smoke_subset
+
+    _, x_inv = _smoke_subset(x_inv, batch_size=len(x_inv))  # a smoke run measures a few images
     inv_adapted = max(rot90_invariance_error(m, x_inv) for m in adapted)
     inv_backbone = rot90_invariance_error(backbone, x_inv)
     bb_up, bb_rot = ev_backbone["upright"], ev_backbone["rotated"]
