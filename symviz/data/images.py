@@ -179,14 +179,16 @@ def load_images_cached(name: str = "fashion_mnist", split: str = "train") -> tup
     return load_images(name, split)
 
 
-def subsample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0, balanced: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` examples (class-balanced when ``balanced``), reproducible by ``seed``."""
+def subsample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0, balanced: bool = True,
+              return_index: bool = False) -> tuple[torch.Tensor, ...]:
+    """``n`` examples (class-balanced when ``balanced``), reproducible by ``seed``: ``(x[idx], y[idx])``, and
+    ``idx`` as a third item when ``return_index`` (e.g. to hold the rest out for validation)."""
     if n > len(y):
         raise ValueError(f"asked for {n} examples but only {len(y)} exist")
     g = torch.Generator().manual_seed(seed)
     if not balanced:
         idx = torch.randperm(len(y), generator=g)[:n]
-        return x[idx], y[idx]
+        return (x[idx], y[idx], idx) if return_index else (x[idx], y[idx])
     classes = torch.unique(y)
     per = n // len(classes)
     picks = []
@@ -195,4 +197,4 @@ def subsample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0, balanced:
         picks.append(where[torch.randperm(len(where), generator=g)[:per]])
     idx = torch.cat(picks)
     idx = idx[torch.randperm(len(idx), generator=g)]
-    return x[idx], y[idx]
+    return (x[idx], y[idx], idx) if return_index else (x[idx], y[idx])
