@@ -166,6 +166,17 @@ def test_matbench_loader_and_symmetry_graphs(matbench_small):
         C.symmetry_graphs(structures, targets=[1.0])
 
 
+def test_matbench_smoke_run_loads_a_few_structures(monkeypatch):
+    """`symviz run --smoke` with full mode's n=None: at most SMOKE_STRUCTURES, not the graphs of all 4,764."""
+    from symviz import train
+
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    structures, n, _ = C.load_matbench_dielectric(None, seed=0, max_sites=6)
+    assert len(structures) == len(n) == C.SMOKE_STRUCTURES
+    assert len(C.load_matbench_dielectric(5, seed=0, max_sites=6)[0]) == 5
+    monkeypatch.delenv(train.SMOKE_ENV)
+    assert len(C.load_matbench_dielectric(None, seed=0, max_sites=6)[0]) > C.SMOKE_STRUCTURES
+
 def test_edge_orbits_of_hcp_split_equal_length_bonds():
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -543,3 +554,173 @@ def test_conclude_records_the_claims_with_their_kinds():
     assert list(table["holds"]) == [True, True, False, True]
     with pytest.raises(ValueError, match="not in sym_table"):
         conclude(**dict(kw, model_names=("eq", "cg", "other")))
+
+
+def test_conclude_cluster_expansion_and_matbench_claims():
+    import pandas as pd
+
+    from symviz import report
+    from symviz.chapters.ch05_crystal_equivariance.results import conclude
+
+    names = ("eq", "cg", "mlp")
+    sym = pd.DataFrame({"energy invariance error": [1e-16, 1e-15, 0.5], "per-site equivariance error": [1e-16, 1e-15, np.nan]},
+                       index=list(names))
+    curve = pd.DataFrame([{"model": m, "n_train": 8, "seed": s, "test_mae_meV": v}
+                          for s in range(3) for m, v in zip(names, (10 + s, 9 + s, 50 + 2 * s))])
+    lc = curve.pivot_table(index="n_train", columns="model", values="test_mae_meV", aggfunc="mean")
+    ce = pd.DataFrame([{"model": m, "n_train": 32, "seed": s, "test_mae_meV": v}
+                       for s in range(3) for m, v in zip(("eq", "cg"), (3 + 0.1 * s, 8 + 0.1 * s))])
+    mb_rows = pd.DataFrame([{"model": m, "seed": s, "test MAE (n)": v}
+                            for s in range(3) for m, v in zip(("orbit-aware CGCNN", "CGCNN"), (0.40 + 0.01 * s, 0.39 + 0.01 * s))])
+    mb = pd.DataFrame({"mean": [0.3, 0.31]}, index=["a", "b"])
+    kw = dict(sym_table=sym, model_names=names, curve=curve, lc_table=lc, small=8, n_seeds=3, site_corr={"x": 0.9},
+              site_mae=20.0, site_mae_baseline=800.0, mb_table=mb, n_operations=432, n_pair_orbits=11, wall_s=1.0,
+              ce_curve=ce, ce_small=32, ce_twins={"label_meV": [1.0, 2.0]}, mb_rows=mb_rows, mb_size=160)
+    report.start("05_crystal_equivariance", None, verbose=False)
+    table = conclude(**kw)
+    assert list(table["kind"]) == ["sanity", "sanity", "paper", "paper", "paper", "paper"] and table["holds"].all()
+    # CGCNN as good as the orbit network on the cluster expansion: that claim fails
+    worse = ce.assign(test_mae_meV=np.where(ce.model == "cg", 3.05, ce.test_mae_meV))
+    report.start("05_crystal_equivariance", None, verbose=False)
+    assert list(conclude(**dict(kw, ce_curve=worse))["holds"]) == [True, True, True, True, False, True]
+    # the orbit-aware model far worse than plain CGCNN on matbench: not competitive
+    bad = mb_rows.assign(**{"test MAE (n)": np.where(mb_rows.model == "CGCNN", 0.2, mb_rows["test MAE (n)"])})
+    report.start("05_crystal_equivariance", None, verbose=False)
+    assert list(conclude(**dict(kw, mb_rows=bad))["holds"]) == [True, True, True, True, True, False]
+    with pytest.raises(ValueError, match="ce_small"):
+        conclude(**dict(kw, ce_small=None))
+
+
+# ---------------------------------------------------------------------------------------------- cluster expansion
+
+@pytest.fixture(scope="module")
+def hcp_ce():
+    from symviz.chapters.ch05_crystal_equivariance.experiments import cluster_expansion_label
+
+    atoms = C.lattice_supercell("hcp", "Cu", size=(3, 3, 2))
+    ce, orbits = cluster_expansion_label(atoms)
+    return atoms, ce, orbits, C.site_permutations(atoms, ignore_species=True)
+
+
+def test_cluster_expansion_is_invariant_under_every_space_group_operation(hcp_ce):
+    from symviz.data.cluster_expansion import random_configurations
+
+    atoms, ce, orbits, perms = hcp_ce
+    x = random_configurations(6, len(atoms), seed=3)
+    e = ce.energy(x)
+    assert e.std() > 0.05                                           # not a constant label
+    moved = x[:, perms].transpose(0, 1).reshape(-1, len(atoms))     # every configuration moved by every operation
+    assert torch.allclose(ce.energy(moved).reshape(len(perms), -1), e.expand(len(perms), -1), atol=1e-12)
+    # the per-site split is equivariant and sums to the energy
+    se = ce.site_energy(x)
+    assert torch.allclose(se.sum(1), e, atol=1e-12)
+    p = perms[17]
+    assert torch.allclose(ce.site_energy(x[:, p]), se[:, p], atol=1e-12)
+    # a random relabelling of the sites that is not a symmetry changes the energy
+    q = torch.randperm(len(atoms), generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(ce.energy(x[:, q]), e, atol=1e-6)
+
+
+def test_hcp_cluster_orbits_split_equal_length_bonds(hcp_ce):
+    atoms, ce, orbits, perms = hcp_ce
+    nn_pairs = [(k, o) for k, o in enumerate(orbits) if o.size == 2 and o.distances == orbits[1].distances]
+    assert len(nn_pairs) == 2                                       # in-plane and out-of-plane neighbours
+    assert sorted(round(o.anisotropy, 6) for _, o in nn_pairs) == [-0.5, 0.5]
+    assert all(len(o.clusters) == 3 * len(atoms) for _, o in nn_pairs)   # 6 + 6 neighbours, each pair counted once
+    (ka, _), (kb, _) = nn_pairs
+    assert ce.eci[ka] == pytest.approx(-ce.eci[kb]) and ce.eci[ka] != 0
+    # the orbits partition the clusters of each size, and each orbit is one orbit of the group
+    from symviz.data.cluster_expansion import cluster_orbits, enumerate_clusters
+    d = C.pair_distances(atoms)
+    pairs = enumerate_clusters(d, 2, orbits[1].distances[0] + 1e-3)
+    assert len(pairs) == sum(len(o.clusters) for _, o in nn_pairs)
+    labels = cluster_orbits(perms, pairs)
+    assert labels.max() + 1 == 2
+    # the unordered pair orbits agree with the ordered pair orbits of symviz.data.crystals, symmetrised
+    po = C.pair_orbits(perms)
+    for a in range(len(pairs)):
+        for b in range(len(pairs)):
+            i, j = pairs[a]
+            k, l = pairs[b]
+            same_ordered = po[i, j] in (po[k, l], po[l, k])
+            assert same_ordered == (labels[a] == labels[b])
+
+
+def test_cluster_expansion_by_hand():
+    from symviz.data.cluster_expansion import ClusterExpansion, ClusterOrbit
+
+    # a 3-site toy: a point orbit, one pair orbit {01, 12} and one triangle; E = J0 + Jp sum s + J2 (s0 s1 + s1 s2) + J3 s0 s1 s2
+    orbits = [ClusterOrbit(1, np.array([[0], [1], [2]]), (), _n_sites=3),
+              ClusterOrbit(2, np.array([[0, 1], [1, 2]]), (1.0,), _n_sites=3),
+              ClusterOrbit(3, np.array([[0, 1, 2]]), (1.0, 1.0, 2.0), _n_sites=3)]
+    ce = ClusterExpansion(orbits, eci=[0.1, 0.2, 0.3], j0=1.0)
+    x = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])     # spins (-1, 1, 1) and (-1, -1, -1)
+    want = torch.tensor([1.0 + 0.1 * 1 + 0.2 * (-1 + 1) + 0.3 * (-1), 1.0 + 0.1 * (-3) + 0.2 * 2 + 0.3 * (-1)],
+                        dtype=torch.float64)
+    assert torch.allclose(ce.energy(x), want)
+    assert torch.allclose(ce.correlations(x), torch.tensor([[1.0, 0.0, -1.0], [-3.0, 2.0, -1.0]], dtype=torch.float64))
+    # per site: site 1 is in both pairs and takes half of each
+    se = ce.site_energy(x[:1])
+    assert se[0].tolist() == pytest.approx([1 / 3 - 0.1 - 0.1 - 0.1, 1 / 3 + 0.1 - 0.1 + 0.1 - 0.1, 1 / 3 + 0.1 + 0.1 - 0.1])
+    assert float(se.sum()) == pytest.approx(float(want[0]))
+
+
+def test_cluster_expansion_bad_inputs(hcp_ce):
+    from symviz.data import cluster_expansion as CE
+
+    atoms, ce, orbits, perms = hcp_ce
+    with pytest.raises(ValueError, match="one ECI per orbit"):
+        CE.ClusterExpansion(orbits, eci=[0.1])
+    with pytest.raises(ValueError, match="ClusterOrbit"):
+        CE.ClusterExpansion([], eci=[])
+    with pytest.raises(ValueError, match="n_sites=36"):
+        ce.energy(torch.zeros(2, 35))
+    with pytest.raises(ValueError, match="0 .element A. or 1"):
+        ce.energy(torch.full((1, 36), 0.5))
+    with pytest.raises(ValueError, match="not closed under the group"):
+        CE.cluster_orbits(perms, np.array([[0, 1]]))
+    with pytest.raises(ValueError, match="same site twice"):
+        CE.cluster_orbits(perms, np.array([[0, 0]]))
+    with pytest.raises(ValueError, match="site indices must lie"):
+        CE.cluster_orbits(perms, np.array([[0, 99]]))
+    with pytest.raises(ValueError, match="square"):
+        CE.enumerate_clusters(np.zeros((2, 3)), 2, 1.0)
+    with pytest.raises(ValueError, match="size"):
+        CE.enumerate_clusters(np.zeros((2, 2)), 7, 1.0)
+    with pytest.raises(ValueError, match="max_pair"):
+        CE.find_cluster_orbits(atoms, perms, max_pair=-1.0)
+    with pytest.raises(ValueError, match=r"perms must be \(m, n=36\)"):
+        CE.find_cluster_orbits(atoms, perms[:, :4], max_pair=3.0)
+    with pytest.raises(ValueError, match="36 sites"):
+        CE.cluster_expansion_dataset(C.lattice_supercell("fcc", "Cu", size=(1, 1, 1)), ce, 3)
+
+
+def test_fcc_pair_orbits_are_distance_shells():
+    from symviz.data.cluster_expansion import anisotropic_ecis, find_cluster_orbits
+
+    atoms = C.lattice_supercell("fcc", "Cu", size=(2, 2, 2))
+    perms = C.site_permutations(atoms, ignore_species=True)
+    orbits = find_cluster_orbits(atoms, perms, max_pair=4.0)
+    pairs = [o for o in orbits if o.size == 2]
+    assert len({o.distances for o in pairs}) == len(pairs)        # one orbit per distance: nothing to gain from orbits
+    assert all(abs(o.anisotropy) < 1e-9 for o in pairs)           # the cubic average of P2 vanishes
+    eci = anisotropic_ecis(orbits, pair=(0.0,), pair_anisotropy=(0.06,))
+    assert np.allclose(eci, 0.0)
+
+
+def test_same_distance_configurations_and_zero_readout(hcp_ce):
+    from symviz.chapters.ch05_crystal_equivariance.experiments import (same_distance_pair_configurations,
+                                                                        start_readout_at_mean)
+
+    atoms, ce, orbits, perms = hcp_ce
+    x, which = same_distance_pair_configurations(ce)
+    assert x.sum(1).tolist() == [2.0, 2.0]
+    e = ce.energy(x)
+    assert abs(float(e[0] - e[1])) > 0.1                            # same bond length, different energy
+    net = CrystalEquivariantNet(C.pair_orbits(perms), hidden=8)
+    assert start_readout_at_mean(net, -0.01)
+    out = net(x.float())
+    assert torch.allclose(out.site, torch.full_like(out.site, -0.01))
+    assert not start_readout_at_mean(OccupancyMLP(36), 0.0)        # no per-site readout: left alone
+    with pytest.raises(ValueError, match="finite"):
+        start_readout_at_mean(net, float("nan"))

@@ -475,6 +475,10 @@ def alloy_dataset(n_configs: int = 300, lattice: str = "fcc", elements: Sequence
 # real materials: matbench dielectric
 # ----------------------------------------------------------------------------------------------
 
+SMOKE_STRUCTURES = 64
+"""How many matbench structures a smoke run (`symviz run --smoke`) loads at most."""
+
+
 def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int | None = None):
     """Materials Project structures with their refractive index (matbench ``dielectric``).
 
@@ -483,7 +487,8 @@ def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int
     ``crystal_toolkit/apps/examples/matbench_dielectric.json.gz``.
 
     Args:
-        n: keep a random subset of this size (after the ``max_sites`` filter); None keeps all.
+        n: keep a random subset of this size (after the ``max_sites`` filter); None keeps all. A smoke run
+            (`symviz run --smoke`) keeps at most 64: the same code path without the graphs of all 4,764.
         max_sites: keep only structures with at most this many sites (cheap graphs for quick mode).
     Returns:
         ``(structures, refractive_index (N,) float64 array, space_group_numbers (N,) int array)``.
@@ -507,6 +512,10 @@ def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int
         raise ValueError(f"load_matbench_dielectric: n must be a positive int or None, got {n!r}")
     if max_sites is not None and not (isinstance(max_sites, (int, np.integer)) and max_sites >= 1):
         raise ValueError(f"load_matbench_dielectric: max_sites must be a positive int or None, got {max_sites!r}")
+    from symviz.train import smoke_steps
+
+    if smoke_steps() is not None:
+        n = min(n or SMOKE_STRUCTURES, SMOKE_STRUCTURES)
     keys = sorted(raw["structure"], key=int)
     if max_sites is not None:
         keys = [k for k in keys if len(raw["structure"][k]["sites"]) <= max_sites]

@@ -1,5 +1,7 @@
 """Chapter 05's training loop for the alloy-supercell models: :func:`fit_alloy_model` (Adam on the MSE of the
-per-site energy, best-validation restore) and :func:`alloy_mae`."""
+per-site energy, best-validation restore) and :func:`alloy_mae`; the cluster-expansion label of section 6b
+(:func:`cluster_expansion_label`) and the two configurations that a distance-only model cannot tell apart
+(:func:`same_distance_pair_configurations`)."""
 from __future__ import annotations
 
 import math
@@ -7,13 +9,14 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["fit_alloy_model", "alloy_mae"]
+__all__ = ["fit_alloy_model", "alloy_mae", "start_readout_at_mean", "cluster_expansion_label",
+           "same_distance_pair_configurations"]
 
 
 def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Tensor, *, epochs: int = 200,
                     steps: int | None = None, lr: float = 3e-3, batch_size: int = 32, seed: int = 0,
                     device: str = "auto", val_fraction: float = 0.2, patience: int | None = None,
-                    site_energy: torch.Tensor | None = None):
+                    site_energy: torch.Tensor | None = None, zero_readout: bool = False):
     """Fit ``model`` (occupancy ``(N, n)`` -> :class:`CrystalPrediction`) to energies ``(N,)`` with MSE.
 
     A random ``val_fraction`` of the training set (at least 2 configurations) picks the best epoch
@@ -23,6 +26,8 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
     many optimizer steps instead of ``epochs`` (so tiny training sets still get enough updates).
     Targets are scaled by their std inside the loss only. With ``site_energy: (N, n)`` the loss is the
     MSE of the per-site outputs instead (the model must have a per-site readout).
+    ``zero_readout``: first :func:`start_readout_at_mean` (models with a ``readout`` MLP, i.e.
+    :class:`~symviz.nn.crystal.CrystalEquivariantNet`; others are left as they are).
     Returns :class:`symviz.train.FitResult`.
     """
     from torch.utils.data import DataLoader, TensorDataset
@@ -63,6 +68,8 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
             return (((out.site - yb) / scale) ** 2).mean()
         return (((out.energy - yb) / scale) ** 2).mean()
 
+    if zero_readout:
+        start_readout_at_mean(model, float(energy[tr].mean()) / occupancy.shape[1])
     train_loader = DataLoader(TensorDataset(x[tr], y[tr]), batch_size=batch_size, shuffle=True,
                               generator=torch.Generator().manual_seed(seed))
     val_loader = DataLoader(TensorDataset(x[val], y[val]), batch_size=512) if n_val else None
@@ -78,3 +85,64 @@ def alloy_mae(model: nn.Module, occupancy: torch.Tensor, energy: torch.Tensor, p
     pred = model(occupancy.float().to(dev)).energy.double().cpu()
     err = (pred - energy.double()).abs().mean()
     return float(err / occupancy.shape[1]) if per_site else float(err)
+
+
+@torch.no_grad()
+def start_readout_at_mean(model: nn.Module, site_mean: float) -> bool:
+    """Zero the last layer of ``model.readout`` and set its bias to ``site_mean`` (eV per site); True if done.
+
+    The energy is a sum of ``n`` per-site outputs: with random last-layer weights it starts as a sum of ``n``
+    random numbers, far from the data, and the first steps of training spend themselves cancelling it (on the
+    cluster-expansion label the orbit network then stalls on a plateau). Starting every site at the mean energy
+    per site is the per-atom energy shift of atomistic networks (SchNet, NequIP). Models without a ``readout``
+    ``nn.Sequential`` ending in ``nn.Linear`` are left untouched (False).
+    """
+    readout = getattr(model, "readout", None)
+    if not (isinstance(readout, nn.Sequential) and isinstance(readout[-1], nn.Linear)):
+        return False
+    if not math.isfinite(site_mean):
+        raise ValueError(f"start_readout_at_mean: site_mean must be a finite energy per site, got {site_mean!r}")
+    readout[-1].weight.zero_()
+    readout[-1].bias.fill_(site_mean)
+    return True
+
+
+def cluster_expansion_label(template, pair_shells: tuple = (0.0, 0.010), pair_anisotropy: float = 0.060,
+                            triplet_anisotropy: float = 0.010, max_pair: float = 1.45, max_triplet: float = 1.05):
+    """Section 6b's label on the alloy supercell ``template``: a :class:`symviz.data.cluster_expansion.ClusterExpansion`.
+
+    Points, pairs up to ``max_pair`` x the nearest-neighbour distance and nearest-neighbour triangles (sides up to
+    ``max_triplet`` x it); ECIs (eV) from :func:`symviz.data.cluster_expansion.anisotropic_ecis`:
+    ``pair_shells[k] + pair_anisotropy * P2`` for the nearest (``k=0``) and next shell, ``triplet_anisotropy * P2``
+    for triangles, ``P2`` the orbit's bond-angle factor about the c axis. In hcp the in-plane (``P2 = -1/2``) and
+    out-of-plane (``P2 = +1/2``) nearest neighbours then get opposite ECIs at the same distance.
+    Returns ``(ce, orbits)``.
+    """
+    import numpy as np
+
+    from symviz.data import cluster_expansion as CE
+    from symviz.data import crystals as C
+
+    perms = C.site_permutations(template, ignore_species=True)
+    d = C.pair_distances(template)
+    d_nn = float(d[d > 1e-6].min())
+    orbits = CE.find_cluster_orbits(template, perms, max_pair=max_pair * d_nn, max_triplet=max_triplet * d_nn)
+    eci = CE.anisotropic_ecis(orbits, pair=tuple(pair_shells), pair_anisotropy=(pair_anisotropy,),
+                              triplet_anisotropy=triplet_anisotropy)
+    return CE.ClusterExpansion(orbits, np.asarray(eci)), orbits
+
+
+def same_distance_pair_configurations(ce) -> tuple[torch.Tensor, list[int]] | None:
+    """Two configurations a distance-only model cannot tell apart: one B-B pair from each of two pair orbits at the
+    same distance (all other sites A). ``(occupancy (2, n), [orbit index, orbit index])``, or None when every
+    distance holds a single pair orbit (then orbits and distance shells coincide)."""
+    pairs = [(k, o) for k, o in enumerate(ce.orbits) if o.size == 2]
+    for a in range(len(pairs)):
+        for b in range(a + 1, len(pairs)):
+            (ka, oa), (kb, ob) = pairs[a], pairs[b]
+            if oa.distances == ob.distances and ce.eci[ka] != ce.eci[kb]:
+                x = torch.zeros(2, ce.n_sites, dtype=torch.float64)
+                x[0, torch.as_tensor(oa.clusters[0])] = 1.0
+                x[1, torch.as_tensor(ob.clusters[0])] = 1.0
+                return x, [ka, kb]
+    return None
