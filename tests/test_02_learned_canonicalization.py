@@ -506,3 +506,211 @@ def test_conclude_records_claims_of_both_kinds(monkeypatch):
         "images: learned canonicalization beats the plain CNN on rotated test images on every seed"]
     with pytest.raises(ValueError, match="one accuracy per seed"):
         conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, seeds=[0, 1, 2], dataset="mnist")
+
+
+# ---------------------------------------------------------------- N-body: learned frames, frame averaging, the GNN
+
+from symviz.chapters.ch02_learned_canonicalization.experiments import (NBODY_MODELS, half_turn_path, make_nbody_model,
+                                                                       nbody_equivariance_error, nbody_test_mse,
+                                                                       symmetric_path_elements, symmetric_path_frames,
+                                                                       train_nbody_model)
+from symviz.data.nbody import charged_dataset
+from symviz.equivariance import check_equivariance
+from symviz.nn.canonical import (CanonicalizedNBodyModel, FrameAveragedNBodyModel, NBodyFrameCanonicalizer, NBodyGNN,
+                                 PCANBodyCanonicalizer, _pair_linear, pca_frames)
+
+
+def _nbody_batch(B=6, n=5, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    loc, vel = torch.randn(B, n, 3, generator=g, dtype=dtype), torch.randn(B, n, 3, generator=g, dtype=dtype)
+    q = (torch.randint(0, 2, (B, n, 1), generator=g) * 2 - 1).to(dtype)
+    return loc, vel, q
+
+
+def _nbody_equivariance(model, group, dtype=torch.float64, seed=0):
+    return check_equivariance(model.to(dtype), _nbody_batch(dtype=dtype, seed=seed), ("point", "node_vector", "node_scalar"),
+                              "point", group=group, trials=4, seed=seed).max_error
+
+
+def test_pair_linear_is_the_concatenated_layer():
+    torch.manual_seed(0)
+    lin = nn.Linear(2 * 4 + 3, 5).double()
+    h, e = torch.randn(2, 6, 4, dtype=torch.float64), torch.randn(2, 6, 6, 3, dtype=torch.float64)
+    pair = torch.cat([h[:, :, None].expand(2, 6, 6, 4), h[:, None].expand(2, 6, 6, 4), e], -1)
+    assert torch.allclose(_pair_linear(lin, h, e), lin(pair), atol=1e-12)
+
+
+@pytest.mark.parametrize("group", ["SO(3)", "O(3)"])
+def test_pca_frames_are_orthonormal_and_move_with_the_input(group):
+    x = _nbody_batch()[0]
+    F, c = pca_frames(x, group)
+    k = 8 if group == "O(3)" else 4
+    assert F.shape == (6, k, 3, 3) and torch.allclose(c, x.mean(1))
+    assert torch.allclose(F.transpose(-1, -2) @ F, torch.eye(3, dtype=x.dtype).expand(6, k, 3, 3), atol=1e-12)
+    if group == "SO(3)":
+        assert torch.allclose(torch.linalg.det(F), torch.ones(6, k, dtype=x.dtype))
+    Q = random_orthogonal(dtype=x.dtype, generator=torch.Generator().manual_seed(3)) if group == "O(3)" else \
+        random_rotation(dtype=x.dtype, generator=torch.Generator().manual_seed(3))
+    G, _ = pca_frames(x @ Q.T, group)
+    moved = Q @ F                                     # the set {Q F} must be the set of frames of Q·x
+    dist = (G[:, :, None] - moved[:, None]).flatten(-2).norm(dim=-1)          # (B, k, k)
+    assert dist.min(-1).values.max() < 1e-10
+
+
+@pytest.mark.parametrize("group", ["SO(3)", "O(3)"])
+def test_nbody_frame_canonicalizer_is_equivariant(group):
+    torch.manual_seed(0)
+    canon = NBodyFrameCanonicalizer(hidden=8, group=group).double()
+    loc, vel, q = _nbody_batch()
+    Q = random_rotation(dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    t = torch.randn(3, dtype=torch.float64)
+    a, b = canon(loc, vel, q), canon(loc @ Q.T + t, vel @ Q.T, q)
+    assert torch.allclose(a.element.transpose(-1, -2) @ a.element, torch.eye(3, dtype=torch.float64).expand(6, 3, 3), atol=1e-10)
+    assert torch.allclose(b.element, Q @ a.element, atol=1e-9)           # h(g·x) = g·h(x)
+    assert torch.allclose(b.canonical, a.canonical, atol=1e-9)           # canonical positions do not move
+    assert torch.allclose(b.origin, a.origin @ Q.T + t, atol=1e-12)
+    perm = torch.randperm(5)
+    assert torch.allclose(canon(loc[:, perm], vel[:, perm], q[:, perm]).element, a.element, atol=1e-10)
+    P = -torch.eye(3, dtype=torch.float64)                              # a reflection
+    c = canon(loc @ P.T, vel @ P.T, q)
+    assert torch.allclose(c.element, P @ a.element, atol=1e-9) == (group == "O(3)")
+
+
+@pytest.mark.parametrize("kind", ["learned", "pca_gnn", "fa_gnn", "egnn"])
+def test_nbody_models_are_e3_equivariant_and_the_plain_gnn_is_not(kind):
+    torch.manual_seed(0)
+    assert _nbody_equivariance(make_nbody_model(kind, hidden=8, n_layers=2, canon_hidden=8), "E(3)xS_n") < 1e-9
+    torch.manual_seed(0)
+    assert _nbody_equivariance(make_nbody_model("gnn", hidden=8, n_layers=2), "E(3)xS_n") > 1e-2
+
+
+def test_so3_frames_give_se3_equivariance_only():
+    torch.manual_seed(0)
+    for kind in ("learned", "fa_gnn"):
+        model = make_nbody_model(kind, hidden=8, n_layers=2, canon_hidden=8, group="SO(3)")
+        assert _nbody_equivariance(model, "SE(3)xS_n") < 1e-9
+        assert _nbody_equivariance(model, "E(3)xS_n") > 1e-3
+
+
+def test_nbody_gnn_residual_and_gradients_reach_the_canonicalizer():
+    torch.manual_seed(0)
+    gnn = NBodyGNN(hidden=8, n_layers=1, residual=True).double()
+    nn.init.zeros_(gnn.decoder[-1].weight)
+    nn.init.zeros_(gnn.decoder[-1].bias)
+    loc, vel, q = _nbody_batch()
+    assert torch.equal(gnn(loc, vel, q), loc)                           # residual: a displacement on top of x
+    gnn.residual = False
+    assert torch.equal(gnn(loc, vel, q), torch.zeros_like(loc))
+    model = CanonicalizedNBodyModel(NBodyFrameCanonicalizer(8), NBodyGNN(8, 2)).double()
+    model(loc, vel, q).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.canonicalizer.parameters())
+
+
+def test_frame_averaging_is_the_mean_over_the_frames():
+    torch.manual_seed(0)
+    backbone = NBodyGNN(8, 2).double()
+    loc, vel, q = _nbody_batch(B=2)
+    F, c = pca_frames(loc)
+    want = torch.stack([backbone((loc - c[:, None]) @ F[:, k], vel @ F[:, k], q) @ F[:, k].transpose(-1, -2)
+                        for k in range(8)]).mean(0) + c[:, None]
+    assert torch.allclose(FrameAveragedNBodyModel(backbone)(loc, vel, q), want, atol=1e-12)
+
+
+def test_nbody_training_helpers():
+    torch.manual_seed(0)
+    data = charged_dataset(40, seed=0, frame_in=2, frame_out=4)
+    model = make_nbody_model("learned", hidden=8, n_layers=2, canon_hidden=8)
+    before = nbody_test_mse(model, data)
+    res = train_nbody_model(model, data, epochs=4, lr=3e-3, batch_size=10, seed=0, device="cpu")
+    assert len(res.history) == 4 and nbody_test_mse(model, data) < before
+    assert nbody_equivariance_error(model, data, n=4) < 1e-9
+    assert nbody_equivariance_error(make_nbody_model("gnn", hidden=8, n_layers=2), data, n=4) > 1e-2
+    assert set(NBODY_MODELS) == {"gnn", "pca_gnn", "fa_gnn", "learned", "egnn"}
+
+
+# ---------------------------------------------------------------- symmetric inputs: canonicalizers must jump
+
+def test_half_turn_path_passes_through_a_symmetric_input():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 3, dtype=torch.float64, generator=g)
+    Q = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64))
+    p = half_turn_path(x, [-1.0, -0.3, 0.0, 0.3, 1.0])
+    key = lambda pts: torch.sort(pts @ torch.tensor([1.0, 1e3, 1e6], dtype=torch.float64)).values   # noqa: E731
+    assert torch.allclose(p[-1], x, atol=1e-12)
+    assert torch.allclose(key(p[0]), key(x @ Q.T), atol=1e-6)            # the other end is the half-turned set
+    assert torch.allclose(key(p[2] @ Q.T), key(p[2]), atol=1e-6)         # the midpoint is symmetric
+    assert torch.allclose(key(p[1] @ Q.T), key(p[3]), atol=1e-6)         # x_{-t} = Q x_t
+    im = torch.rand(1, 8, 8, generator=g)
+    q = half_turn_path(im, [-1.0, 0.0, 0.5])
+    assert torch.allclose(q[0], torch.rot90(im, 2, dims=(-2, -1))) and torch.equal(torch.rot90(q[1], 2, dims=(-2, -1)), q[1])
+
+
+def test_canonicalizers_jump_at_the_symmetric_input():
+    """Just left and right of the symmetric input the choices differ by a half turn: no canonicalizer is continuous there."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    ts = torch.tensor([-1e-3, 1e-3])
+    images = half_turn_path(torch.rand(1, 12, 12, generator=g), ts)
+    for canon in (C4ImageCanonicalizer(hidden=4), MomentImageCanonicalizer()):
+        h = symmetric_path_elements(canon, images)
+        assert int((h[1] - h[0]) % 4) == 2
+    x = torch.randn(16, 3, generator=g)
+    for canon in (PointFrameCanonicalizer(8), PCAFrameCanonicalizer()):
+        F = symmetric_path_frames(canon, x, ts)
+        assert rotation_angle(F[0], F[1]) > 179.0
+        far = symmetric_path_frames(canon, x, torch.tensor([0.5, 0.5 + 1e-6]))
+        assert rotation_angle(far[0], far[1]) < 1.0                      # away from it the frame moves smoothly
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: pca_frames(torch.randn(2, 5, 3), "E(3)"), "group"),
+    (lambda: NBodyFrameCanonicalizer(group="SE(3)"), "group"),
+    (lambda: NBodyFrameCanonicalizer(hidden=0), "hidden"),
+    (lambda: NBodyFrameCanonicalizer()(torch.randn(2, 5, 3), torch.randn(2, 5, 3), torch.randn(2, 5)), "charges"),
+    (lambda: NBodyGNN()(torch.randn(2, 5, 3), torch.randn(2, 4, 3), torch.randn(2, 5, 1)), "same shape"),
+    (lambda: NBodyGNN()(torch.randn(2, 5, 2), torch.randn(2, 5, 2), torch.randn(2, 5, 1)), r"\(B, n, 3\)"),
+    (lambda: FrameAveragedNBodyModel(NBodyGNN(), group="O(2)"), "group"),
+    (lambda: PCANBodyCanonicalizer()(torch.randn(2, 5, 3), torch.randn(2, 5, 3), torch.randn(2, 5, 2)), "charges"),
+    (lambda: make_nbody_model("transformer"), "kind"),
+    (lambda: make_nbody_model("learned", group="E(3)"), "group"),
+    (lambda: train_nbody_model(make_nbody_model("gnn", hidden=4, n_layers=1), {"loc": torch.zeros(2, 5, 3)}), "keys"),
+    (lambda: half_turn_path(torch.randn(5, 3), [0.0]), "even number"),
+    (lambda: half_turn_path(torch.rand(1, 6, 8), [0.0]), "square"),
+    (lambda: half_turn_path(torch.randn(4, 2), [0.0]), r"\(N, 3\)"),
+])
+def test_nbody_and_path_bad_inputs_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_conclude_records_the_nbody_and_symmetric_input_claims(monkeypatch, capsys):
+    from symviz import report
+
+    monkeypatch.setattr(report, "_exercises", [])
+    monkeypatch.setattr(report, "_current", None)
+    report.start("02_test", None, verbose=False)
+    acc = {"cnn": [0.3, 0.35], "cnn_augmented": [0.6, 0.62], "moments": [0.7, 0.8], "learned": [0.85, 0.8]}
+    inv = {"cnn": [1.2, 1.1], "cnn_augmented": [0.3, 0.4], "moments": [0.0, 0.0], "learned": [0.0, 1e-8]}
+    pts = {"pointnet": [0.3, 0.25], "pca": [0.3, 0.35], "learned": [0.95, 1.0]}
+    pinv = {"pointnet": [3.0, 4.0], "pca": [1e-13, 1e-13], "learned": [1e-13, 2e-13]}
+    mse = {"gnn": [0.040, 0.041], "pca_gnn": [0.042, 0.041], "fa_gnn": [0.026, 0.025], "learned": [0.039, 0.040],
+           "egnn": [0.022, 0.023]}
+    equiv = {"gnn": 0.4, "learned": 3e-14}
+    kw = dict(seeds=[0, 1], dataset="mnist", nbody_mse=mse, nbody_equiv=equiv, nbody_seeds=[0, 1],
+              paper_mse={"GNN": 0.0107}, jumps={"image_c4_jump_deg": 180.0, "frame_jump_deg": 179.99})
+    table = conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, **kw).set_index("claim")
+    nbody = table[table.index.str.startswith("N-body")]
+    assert len(nbody) == 3 and nbody.holds.all() and list(nbody.kind).count("sanity") == 1
+    assert table.holds[table.index.str.startswith("symmetric inputs")].all()
+    m = report.current().metrics
+    assert m["nbody_mse_fa_gnn_per_seed"] == [0.026, 0.025] and m["nbody_learned_beats_fa_gnn"] is False
+    assert "learned vs fa_gnn (reported, not asserted)" in capsys.readouterr().out
+    mse["fa_gnn"] = [0.026, 0.045]                                     # loses on one seed: the claim fails
+    kw["jumps"] = {"image_c4_jump_deg": 90.0, "frame_jump_deg": 10.0}   # no jump: the sanity claim fails
+    table = conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, **kw).set_index("claim")
+    assert not table.holds[table.index.str.contains("frame averaging")].any()
+    assert not table.holds[table.index.str.startswith("symmetric inputs")].any()
+    with pytest.raises(ValueError, match="nbody_mse lacks"):
+        conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, **{**kw, "nbody_mse": {"gnn": [0.1, 0.1]}})
+    with pytest.raises(ValueError, match="jumps lacks"):
+        conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, **{**kw, "jumps": {}})

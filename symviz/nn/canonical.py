@@ -54,7 +54,8 @@ __all__ = [
     "CanonicalizationResult", "straight_through_onehot", "rotate_images_cn", "canonicalize_cn", "CnImageCanonicalizer",
     "C4ImageCanonicalizer", "MomentImageCanonicalizer", "gram_schmidt", "PointFrameCanonicalizer",
     "PCAFrameCanonicalizer", "CanonicalizedModel", "canonical_frame_consistency", "PointNetClassifier",
-    "rotation_angle", "pose_spread",
+    "rotation_angle", "pose_spread", "pca_frames", "NBodyFrameCanonicalizer", "PCANBodyCanonicalizer", "NBodyGNN",
+    "CanonicalizedNBodyModel", "FrameAveragedNBodyModel",
 ]
 
 
@@ -614,3 +615,266 @@ class PointNetClassifier(nn.Module):
         if not torch.is_tensor(x) or x.ndim != 3 or x.shape[-1] != 3:
             raise ValueError(f"PointNetClassifier: x must be (B, N, 3), got {getattr(x, 'shape', type(x))}")
         return self.head(self.point(x).amax(1))
+
+
+# ----------------------------------------------------------------------------------------------
+# N-body systems: E(3)-equivariant prediction with any backbone (Kaba et al. 2023, Sec. 7.2)
+# ----------------------------------------------------------------------------------------------
+#
+# An N-body state is positions ``loc (B, n, 3)`` (points: rotated and translated), velocities
+# ``vel (B, n, 3)`` (vectors: rotated only) and charges ``charges (B, n, 1)`` (invariant); the target,
+# the positions some time later, is a point set again. A frame ``(F, c)`` (axes as columns, origin c)
+# maps a state into canonical coordinates ``((loc − c) F, vel F, charges)`` and a canonical prediction
+# ``y`` back to ``y Fᵀ + c``. With an equivariant frame, ``F(Q·x) = Q F(x)``, ``c(Q·x + t) = Q c(x) + t``,
+# the model ``x ↦ p(canonical x) Fᵀ + c`` is E(3)-equivariant whatever ``p`` is.
+
+def _check_nbody(loc, vel, charges, who: str) -> None:
+    for name, t in (("loc", loc), ("vel", vel)):
+        if not torch.is_tensor(t) or t.ndim != 3 or t.shape[-1] != 3:
+            raise ValueError(f"{who}: {name} must be (B, n, 3) row vectors, got {getattr(t, 'shape', type(t))}")
+    if vel.shape != loc.shape:
+        raise ValueError(f"{who}: loc and vel must have the same shape, got {tuple(loc.shape)} and {tuple(vel.shape)}")
+    if not torch.is_tensor(charges) or tuple(charges.shape) != tuple(loc.shape[:2]) + (1,):
+        raise ValueError(f"{who}: charges must be (B, n, 1) = {tuple(loc.shape[:2]) + (1,)}, "
+                         f"got {getattr(charges, 'shape', type(charges))}")
+    if loc.shape[1] < 2:
+        raise ValueError(f"{who}: an N-body system needs at least 2 particles, got n = {loc.shape[1]}")
+
+
+def pca_frames(x: torch.Tensor, group: Literal["SO(3)", "O(3)"] = "O(3)") -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames of Frame Averaging (Puny et al., ICLR 2022, Sec. 3.1): principal axes, every sign choice.
+
+    For points ``x: (B, N, 3)`` with centroid ``c`` and covariance ``Σ = (1/N) Σ_i (x_i − c)(x_i − c)ᵀ =
+    U Λ Uᵀ`` (eigenvalues decreasing), the frames are ``U diag(s)`` for the ``2³ = 8`` signs ``s ∈ {±1}³``
+    (``group="O(3)"``) or the 4 of them with ``det = +1`` (``"SO(3)"``). The *set* of frames moves with the
+    input, ``{Q U diag(s)}``, whatever signs ``eigh`` returns, so averaging over it is exactly equivariant
+    wherever the eigenvalues are distinct.
+
+    Returns ``(frames (B, k, 3, 3), centre (B, 3))``, ``k`` = 8 or 4, axes as columns.
+
+    >>> x = torch.tensor([[[2.0, 0, 0], [-2, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 0.5], [0, 0, -0.5]]])
+    >>> F, c = pca_frames(x)
+    >>> F.shape, c.tolist()
+    (torch.Size([1, 8, 3, 3]), [[0.0, 0.0, 0.0]])
+    >>> F[0].abs().sub(torch.eye(3)).abs().max().item()   # every frame is the identity up to signs
+    0.0
+    >>> pca_frames(x, "SO(3)")[0].det().tolist()
+    [[1.0, 1.0, 1.0, 1.0]]
+    """
+    if group not in ("SO(3)", "O(3)"):
+        raise ValueError(f"group must be 'SO(3)' or 'O(3)', got {group!r}")
+    _check_points(x, "pca_frames")
+    centre = x.mean(1)
+    r = x - centre[:, None, :]
+    _, vecs = torch.linalg.eigh(r.transpose(-1, -2) @ r / x.shape[1])
+    U = vecs.flip(-1)                                                  # (B, 3, 3), decreasing variance
+    signs = torch.tensor([[a, b, c] for a in (1.0, -1.0) for b in (1.0, -1.0) for c in (1.0, -1.0)],
+                         dtype=x.dtype, device=x.device)              # (8, 3)
+    frames = U[:, None] * signs[None, :, None, :]                      # (B, 8, 3, 3): column k times s_k
+    if group == "SO(3)":
+        keep = torch.linalg.det(frames) > 0                            # (B, 8), exactly 4 per row
+        frames = frames[keep].reshape(x.shape[0], 4, 3, 3)
+    return frames, centre
+
+
+class NBodyFrameCanonicalizer(_PointCanonicalizerBase):
+    """A learned E(3)-equivariant frame for an N-body state (Kaba et al., ICML 2023, Sec. 7.2), EGNN-style.
+
+    Invariant message passing (as in EGNN, Satorras et al. 2021) on the complete graph of the particles:
+
+        h_i⁰  = φ_in(|r_i|², |v_i|², ⟨r_i, v_i⟩, q_i)                 r_i = x_i − x̄ (centred positions)
+        m_ij  = φ_e(h_i, h_j, |x_i − x_j|², q_i q_j, ⟨v_i, v_j⟩)
+        h_i  ← h_i + φ_h(h_i, Σ_{j≠i} m_ij)                         (``n_layers`` times)
+
+    then ``m`` equivariant vectors ``w_k = (1/n) Σ_i (a_k(h_i) r_i + b_k(h_i) v_i)`` (translation-invariant,
+    rotated and reflected with the input), and :func:`gram_schmidt` turns ``w_1, w_2 (, w_3)`` into the frame.
+    The origin is the centroid ``x̄``, as in the paper's N-body model (no learned translation).
+
+    ``group="O(3)"`` (default; three vectors, the paper's choice) gives frames equivariant to rotations *and*
+    reflections, so the wrapped model is E(3)-equivariant; ``"SO(3)"`` (two vectors, ``e3 = e1 × e2``) gives
+    SE(3)-equivariance only. ``frame`` replaces the Gram-Schmidt step (a learner's, for instance).
+
+    ``forward(loc, vel, charges) -> CanonicalizationResult`` with ``element`` the frame ``(B, 3, 3)`` (axes as
+    columns), ``origin = x̄`` and ``canonical = (loc − x̄) F`` (the canonical velocities are ``vel F``).
+    """
+
+    def __init__(self, hidden: int = 16, n_layers: int = 2, group: Literal["SO(3)", "O(3)"] = "O(3)",
+                 frame: Callable | None = None):
+        super().__init__()
+        if group not in ("SO(3)", "O(3)"):
+            raise ValueError(f"group must be 'SO(3)' or 'O(3)', got {group!r}")
+        for name, v in (("hidden", hidden), ("n_layers", n_layers)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if frame is not None and not callable(frame):
+            raise TypeError(f"frame must be a function (v1, v2[, v3]) -> (B, 3, 3) frames, got {type(frame).__name__}")
+        self.group, self.hidden, self.n_layers = group, hidden, n_layers
+        self.frame = frame if frame is not None else gram_schmidt
+        self.n_vectors = 2 if group == "SO(3)" else 3
+        act = nn.SiLU
+        self.embed = nn.Sequential(nn.Linear(4, hidden), act(), nn.Linear(hidden, hidden))
+        self.edge_mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * hidden + 3, hidden), act(), nn.Linear(hidden, hidden), act())
+                                       for _ in range(n_layers))
+        self.node_mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * hidden, hidden), act(), nn.Linear(hidden, hidden))
+                                       for _ in range(n_layers))
+        self.weights = nn.Sequential(nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 2 * self.n_vectors))
+
+    def vectors(self, loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(vectors (B, m, 3), centre (B, 3))``: the ``m`` = 2 (SO(3)) or 3 (O(3)) equivariant vectors."""
+        _check_nbody(loc, vel, charges, type(self).__name__)
+        B, n, _ = loc.shape
+        centre = loc.mean(1)
+        r = loc - centre[:, None, :]
+        h = self.embed(torch.cat([(r * r).sum(-1, keepdim=True), (vel * vel).sum(-1, keepdim=True),
+                                  (r * vel).sum(-1, keepdim=True), charges], -1))         # (B, n, H)
+        d2 = ((loc[:, :, None, :] - loc[:, None, :, :]) ** 2).sum(-1, keepdim=True)        # (B, n, n, 1)
+        qq = charges[:, :, None, :] * charges[:, None, :, :]
+        vv = (vel @ vel.transpose(-1, -2))[..., None]
+        edge_inv = torch.cat([d2, qq, vv], -1)                                              # (B, n, n, 3)
+        off = (1.0 - torch.eye(n, dtype=loc.dtype, device=loc.device))[None, :, :, None]    # no self-messages
+        for edge_mlp, node_mlp in zip(self.edge_mlps, self.node_mlps):
+            m = edge_mlp[1:](_pair_linear(edge_mlp[0], h, edge_inv))                        # m_ij: (B, n, n, H)
+            h = h + node_mlp(torch.cat([h, (m * off).sum(2)], -1))
+        ab = self.weights(h)                                                                # (B, n, 2m)
+        a, b = ab[..., :self.n_vectors], ab[..., self.n_vectors:]
+        w = (torch.einsum("bnk,bnd->bkd", a, r) + torch.einsum("bnk,bnd->bkd", b, vel)) / n
+        return w, centre
+
+    def forward(self, loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor) -> CanonicalizationResult:
+        w, centre = self.vectors(loc, vel, charges)
+        F = self.frame(*(w[:, k] for k in range(self.n_vectors)))
+        if not torch.is_tensor(F) or F.shape != (loc.shape[0], 3, 3):
+            raise ValueError(f"{type(self).__name__}: frame must return (B, 3, 3) frames, got {getattr(F, 'shape', type(F))}")
+        return self._finish(loc, centre, F)
+
+
+class PCANBodyCanonicalizer(_PointCanonicalizerBase):
+    """The PCA heuristic (:class:`PCAFrameCanonicalizer`) as an N-body canonicalizer: the principal axes of the
+    positions, signs fixed by the third moment, origin at the centroid; velocities and charges are ignored.
+    ``forward(loc, vel, charges) -> CanonicalizationResult`` like :class:`NBodyFrameCanonicalizer`. Nothing to train."""
+
+    def __init__(self, group: Literal["SO(3)", "O(3)"] = "O(3)"):
+        super().__init__()
+        self.pca = PCAFrameCanonicalizer(group)
+        self.group = group
+
+    def forward(self, loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor) -> CanonicalizationResult:
+        _check_nbody(loc, vel, charges, type(self).__name__)
+        return self.pca(loc)
+
+
+class NBodyGNN(nn.Module):
+    """The non-equivariant message-passing network of the N-body benchmark ("GNN" in Satorras et al. 2021,
+    Table 2; the backbone of Kaba et al. 2023 and of Frame Averaging, Puny et al. 2022).
+
+    Node input: the raw coordinates ``[x_i, v_i]`` (6 numbers; this is what makes it non-equivariant); edge
+    attributes ``a_ij = [q_i q_j, |x_i − x_j|²]``; ``n_layers`` residual graph convolutions on the complete graph
+
+        h_i⁰ = W [x_i, v_i] + b,   m_ij = φ_e(h_i, h_j, a_ij),   h_i ← h_i + φ_h(h_i, Σ_{j≠i} m_ij)
+
+    and a decoder ``φ_d(h_i) ∈ R³``. ``residual=False`` returns ``φ_d(h_i)`` as the predicted position, as the
+    papers' GNN does; ``residual=True`` (default here) returns ``x_i + φ_d(h_i)``, a displacement added to the
+    input position, which learns much faster at the chapter's small training budgets (see the notebook).
+
+    ``forward(loc (B, n, 3), vel (B, n, 3), charges (B, n, 1)) -> (B, n, 3)`` predicted positions.
+    """
+
+    def __init__(self, hidden: int = 64, n_layers: int = 4, residual: bool = True):
+        super().__init__()
+        for name, v in (("hidden", hidden), ("n_layers", n_layers)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.hidden, self.n_layers, self.residual = hidden, n_layers, bool(residual)
+        act = nn.SiLU
+        self.embedding = nn.Linear(6, hidden)
+        self.edge_mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * hidden + 2, hidden), act(), nn.Linear(hidden, hidden), act())
+                                       for _ in range(n_layers))
+        self.node_mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * hidden, hidden), act(), nn.Linear(hidden, hidden))
+                                       for _ in range(n_layers))
+        self.decoder = nn.Sequential(nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 3))
+
+    def forward(self, loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor) -> torch.Tensor:
+        _check_nbody(loc, vel, charges, type(self).__name__)
+        B, n, _ = loc.shape
+        h = self.embedding(torch.cat([loc, vel], -1))
+        d2 = ((loc[:, :, None, :] - loc[:, None, :, :]) ** 2).sum(-1, keepdim=True)
+        a = torch.cat([charges[:, :, None, :] * charges[:, None, :, :], d2], -1)             # (B, n, n, 2)
+        off = (1.0 - torch.eye(n, dtype=loc.dtype, device=loc.device))[None, :, :, None]
+        for edge_mlp, node_mlp in zip(self.edge_mlps, self.node_mlps):
+            m = edge_mlp[1:](_pair_linear(edge_mlp[0], h, a))                               # m_ij: (B, n, n, H)
+            h = h + node_mlp(torch.cat([h, (m * off).sum(2)], -1))
+        out = self.decoder(h)
+        return loc + out if self.residual else out
+
+
+def _pair_linear(lin: nn.Linear, h: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
+    """``lin([h_i, h_j, e_ij])`` for every pair ``(i, j)``: ``(B, n, n, out)`` from ``h: (B, n, H)`` and
+    ``edge: (B, n, n, k)``, with ``lin = Linear(2H + k, out)``. Computed as ``W_1 h_i + W_2 h_j + W_3 e_ij + b``
+    (the blocks of the one weight matrix, so the function and its initialisation are those of the
+    concatenated layer) to spend the ``H``-wide products once per node rather than once per pair."""
+    H = h.shape[-1]
+    W = lin.weight
+    node_i = h @ W[:, :H].T + lin.bias
+    node_j = h @ W[:, H:2 * H].T
+    return node_i[:, :, None, :] + node_j[:, None, :, :] + edge @ W[:, 2 * H:].T
+
+
+def _to_frame(loc: torch.Tensor, vel: torch.Tensor, F: torch.Tensor, centre: torch.Tensor):
+    """Canonical coordinates ``((loc − c) F, vel F)`` for frames ``F: (B, 3, 3)`` and origins ``c: (B, 3)``."""
+    return (loc - centre[:, None, :]) @ F, vel @ F
+
+
+class CanonicalizedNBodyModel(nn.Module):
+    """``f(x, v, q) = p((x − c) F, v F, q) Fᵀ + c`` with a learned frame ``(F, c)`` (Kaba et al. 2023).
+
+    ``canonicalizer``: e.g. :class:`NBodyFrameCanonicalizer` (``(loc, vel, charges) -> CanonicalizationResult``
+    with ``element`` the frame and ``origin`` the centre); ``backbone``: any ``(loc, vel, charges) -> (B, n, 3)``
+    position predictor, e.g. :class:`NBodyGNN`. Canonicalizer and backbone train together, end to end.
+    E(3)-equivariant when the frames are O(3)-equivariant (SE(3) with SO(3) frames), for any backbone.
+    """
+
+    def __init__(self, canonicalizer: nn.Module, backbone: nn.Module):
+        super().__init__()
+        if not isinstance(canonicalizer, nn.Module) or not isinstance(backbone, nn.Module):
+            raise TypeError("canonicalizer and backbone must be torch.nn.Module instances")
+        self.canonicalizer, self.backbone = canonicalizer, backbone
+
+    def forward_with_details(self, loc, vel, charges) -> tuple[torch.Tensor, CanonicalizationResult]:
+        """``(predicted positions (B, n, 3), CanonicalizationResult)``."""
+        result = self.canonicalizer(loc, vel, charges)
+        F, c = result.element, result.origin
+        cl, cv = _to_frame(loc, vel, F, c)
+        y = self.backbone(cl, cv, charges)
+        return y @ F.transpose(-1, -2) + c[:, None, :], result
+
+    def forward(self, loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_details(loc, vel, charges)[0]
+
+
+class FrameAveragedNBodyModel(nn.Module):
+    """Frame Averaging (Puny et al., ICLR 2022): ``f(x, v, q) = (1/|𝓕|) Σ_{F ∈ 𝓕(x)} [p((x − c) F, v F, q) Fᵀ] + c``.
+
+    ``𝓕(x)`` are the :func:`pca_frames` of the positions (8 for ``group="O(3)"``: E(3)-equivariant; 4 for
+    ``"SO(3)"``: SE(3)-equivariant), ``c`` their centroid. The heuristic baseline of Kaba et al.'s N-body
+    experiment (their "FA-GNN" row): a predefined frame set instead of a learned frame, and the backbone runs
+    ``|𝓕|`` times per input. Exact wherever the covariance's eigenvalues are distinct.
+    """
+
+    def __init__(self, backbone: nn.Module, group: Literal["SO(3)", "O(3)"] = "O(3)"):
+        super().__init__()
+        if not isinstance(backbone, nn.Module):
+            raise TypeError("backbone must be a torch.nn.Module instance")
+        if group not in ("SO(3)", "O(3)"):
+            raise ValueError(f"group must be 'SO(3)' or 'O(3)', got {group!r}")
+        self.backbone, self.group = backbone, group
+
+    def forward(self, loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor) -> torch.Tensor:
+        _check_nbody(loc, vel, charges, type(self).__name__)
+        B, n, _ = loc.shape
+        frames, centre = pca_frames(loc, self.group)                       # (B, k, 3, 3), (B, 3)
+        k = frames.shape[1]
+        F = frames.reshape(B * k, 3, 3)
+        rep = lambda t: t[:, None].expand(B, k, *t.shape[1:]).reshape(B * k, *t.shape[1:])  # noqa: E731
+        cl, cv = _to_frame(rep(loc), rep(vel), F, rep(centre))
+        y = self.backbone(cl, cv, rep(charges)) @ F.transpose(-1, -2)      # (B k, n, 3), back in the input frame
+        return y.reshape(B, k, n, 3).mean(1) + centre[:, None, :]

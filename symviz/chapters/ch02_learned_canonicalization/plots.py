@@ -8,6 +8,9 @@
   (learned frames align them; PCA frames on isotropic shapes scatter them).
 * :func:`pointset_rotation_widget`: a slider rotates a point set with its predicted frame; the
   canonical point set stays put.
+* :func:`nbody_system_figure`: one charged system now and later, and the same system rotated (the future rotates too).
+* :func:`nbody_mse_bars`: test MSE of the N-body predictors in this run, beside the numbers the papers report.
+* :func:`symmetric_path_figure`: what canonicalizers choose along a path through a symmetric input (they jump).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 __all__ = ["canonical_gallery", "image_rotation_widget", "pose_overlay_figure", "pointset_rotation_widget",
-           "accuracy_bars"]
+           "accuracy_bars", "nbody_mse_bars", "symmetric_path_figure", "nbody_system_figure"]
 
 
 def _img(ax, im: torch.Tensor, title: str | None = None):
@@ -166,3 +169,104 @@ def accuracy_bars(results: Mapping[str, list[float]], title: str = "", ax=None):
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", labelsize=8, rotation=20)
     return ax.figure
+
+
+def nbody_mse_bars(mse: Mapping[str, list[float]], paper: Mapping[str, float] | None = None, title: str = ""):
+    """Left: mean test MSE per model of this run (bars, log scale) with the seeds as dots. Right (when ``paper`` is
+    given): the MSE the papers report for the same kinds of model, at their much larger training budget."""
+    import matplotlib.pyplot as plt
+
+    if not mse:
+        raise ValueError("mse must map at least one model name to its per-seed test MSEs")
+    ncols = 2 if paper else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.2), squeeze=False)
+    ax = axes[0, 0]
+    names = list(mse)
+    ax.bar(names, [float(np.mean(mse[k])) for k in names], color="#4C72B0", alpha=0.8)
+    for i, k in enumerate(names):
+        ax.scatter([i] * len(mse[k]), mse[k], color="#333", s=10, zorder=3)
+    ax.set_yscale("log")
+    ax.set_ylabel("test MSE (positions)")
+    ax.set_title(title or "this run", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8, rotation=20)
+    if paper:
+        ax2 = axes[0, 1]
+        pn = list(paper)
+        ax2.bar(pn, [paper[k] for k in pn], color="#DD8452", alpha=0.8)
+        ax2.set_yscale("log")
+        ax2.set_title("reported in the papers (3,000 training systems, long training)", fontsize=9)
+        ax2.tick_params(axis="x", labelsize=8, rotation=20)
+    fig.tight_layout()
+    return fig
+
+
+def symmetric_path_figure(ts, image_path: torch.Tensor, image_elements: Mapping[str, torch.Tensor],
+                          frames: Mapping[str, torch.Tensor], n_thumbs: int = 5):
+    """What canonicalizers choose along a path ``x_t`` through a C2-symmetric input at ``t = 0``.
+
+    Top: ``n_thumbs`` images of ``image_path: (T, 1, H, W)``. Bottom left: the C4 element (in degrees) each image
+    canonicalizer in ``image_elements`` (name -> ``(T,)`` indices) picks. Bottom right: how far each point-set
+    frame in ``frames`` (name -> ``(T, 3, 3)``) turns between consecutive points of its path.
+    """
+    import matplotlib.pyplot as plt
+
+    from symviz.nn.canonical import rotation_angle
+
+    ts = np.asarray(torch.as_tensor(ts, dtype=torch.float64))
+    if image_path.ndim != 4 or len(image_path) != len(ts):
+        raise ValueError(f"image_path must be (T, C, H, W) with T = len(ts) = {len(ts)}, got {tuple(image_path.shape)}")
+    fig = plt.figure(figsize=(10, 5.6))
+    grid = fig.add_gridspec(2, max(n_thumbs, 2), height_ratios=[1, 1.5])
+    for k, i in enumerate(np.linspace(0, len(ts) - 1, n_thumbs).round().astype(int)):
+        _img(fig.add_subplot(grid[0, k]), image_path[i], f"t = {ts[i]:+.2f}")
+    half = max(n_thumbs, 2) // 2
+    ax = fig.add_subplot(grid[1, :half])
+    for name, el in image_elements.items():
+        ax.step(ts, 90 * np.asarray(el.cpu()), where="mid", label=name)
+    ax.axvline(0, color="#999", lw=0.8, ls="--")
+    ax.set_yticks([0, 90, 180, 270])
+    ax.set_xlabel("t (t = 0: the image is symmetric under a half turn)")
+    ax.set_ylabel("chosen rotation h(x_t) (°)")
+    ax.set_title("images, C4 canonicalizers", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(grid[1, half:])
+    mid = (ts[1:] + ts[:-1]) / 2
+    for name, F in frames.items():
+        ax.plot(mid, np.asarray(rotation_angle(F[1:], F[:-1]).cpu()), marker=".", ms=3, label=name)
+    ax.axvline(0, color="#999", lw=0.8, ls="--")
+    ax.set_xlabel("t (t = 0: the shape is symmetric under a half turn)")
+    ax.set_ylabel("frame turn per step of t (°)")
+    ax.set_title("3D shapes, SO(3) frames", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def nbody_system_figure(loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor, target: torch.Tensor,
+                        angle: float = 90.0):
+    """One N-body system (``loc, vel, target: (n, 3)``, ``charges: (n, 1)``) seen from above (x, y): particles now
+    (filled, red +1 / blue -1) with their velocities, and where they are later (hollow). Right: the same system
+    rotated by ``angle`` degrees about z: the future is the rotated future."""
+    import matplotlib.pyplot as plt
+
+    if loc.ndim != 2 or loc.shape[-1] != 3 or vel.shape != loc.shape or target.shape != loc.shape:
+        raise ValueError(f"loc, vel, target must be (n, 3), got {tuple(loc.shape)}, {tuple(vel.shape)}, {tuple(target.shape)}")
+    a = math.radians(angle)
+    R = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]], dtype=loc.dtype)
+    colors = ["#C44E52" if float(q) > 0 else "#4C72B0" for q in charges.reshape(-1)]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for ax, M, title in ((axes[0], torch.eye(3, dtype=loc.dtype), "a charged system"),
+                         (axes[1], R, f"the same system turned by {angle:.0f}°")):
+        x, v, y = (t @ M.T for t in (loc, vel, target))
+        for i in range(len(x)):
+            ax.plot([x[i, 0], y[i, 0]], [x[i, 1], y[i, 1]], color=colors[i], lw=0.6, ls=":")
+        ax.scatter(x[:, 0], x[:, 1], c=colors, s=40, zorder=3, label="now")
+        ax.quiver(x[:, 0], x[:, 1], v[:, 0], v[:, 1], color=colors, angles="xy", scale_units="xy", scale=1, width=0.006)
+        ax.scatter(y[:, 0], y[:, 1], facecolors="none", edgecolors=colors, s=40, zorder=3, label="later (target)")
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig

@@ -26,9 +26,62 @@ def _numbers(value) -> str:
     return fmt(value)
 
 
+def _beats(low: Sequence[float], high: Sequence[float]) -> bool:
+    """``low`` below ``high`` on every seed, and the mean gap larger than the two seed spreads (std) together."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return bool(len(low) == len(high) > 0 and (low < high).all() and high.mean() - low.mean() > low.std() + high.std())
+
+
+def _conclude_nbody(nbody_mse, nbody_equiv, nbody_seeds, group, paper_mse):
+    """Metrics and claims of the N-body section; returns the claims as (text, kind, holds, value) tuples."""
+    from symviz import report
+
+    needed = ("gnn", "pca_gnn", "fa_gnn", "learned", "egnn")
+    missing = [k for k in needed if k not in nbody_mse]
+    if missing:
+        raise ValueError(f"conclude: nbody_mse lacks {missing}")
+    if any(len(nbody_mse[k]) != len(nbody_seeds) for k in nbody_mse):
+        raise ValueError(f"conclude: every N-body model needs one test MSE per seed ({len(nbody_seeds)} seeds)")
+    if any(k not in nbody_equiv for k in ("gnn", "learned")):
+        raise ValueError("conclude: nbody_equiv needs the equivariance errors of 'gnn' and 'learned'")
+    for k, v in nbody_mse.items():
+        report.metric(f"nbody_mse_{k}_per_seed", list(map(float, v)))
+        report.metric(f"nbody_mse_{k}_mean", float(np.mean(v)))
+    for k, v in nbody_equiv.items():
+        report.metric(f"nbody_equivariance_error_{k}", float(v))
+    report.metric("nbody_seeds", list(nbody_seeds))
+    report.metric("nbody_group", group)
+    if paper_mse:
+        report.metric("nbody_paper_mse_reference", dict(paper_mse))
+    m = {k: list(map(float, v)) for k, v in nbody_mse.items()}
+    gate = "on every seed, by more than the seed spread"
+    claims = [
+        (f"N-body: the learned {group} canonicalization makes the GNN exactly {'E' if group == 'O(3)' else 'SE'}(3)xS_n-"
+         "equivariant (float64) while the plain GNN is not", "sanity",
+         nbody_equiv["learned"] <= 1e-9 and nbody_equiv["gnn"] > 1e3 * max(nbody_equiv["learned"], 1e-12),
+         {"learned": nbody_equiv["learned"], "gnn": nbody_equiv["gnn"]}),
+        (f"N-body: frame averaging over PCA frames (the heuristic) beats the plain GNN {gate}", "paper",
+         _beats(m["fa_gnn"], m["gnn"]), {"fa_gnn": m["fa_gnn"], "gnn": m["gnn"]}),
+        (f"N-body: EGNN (equivariant by design) beats the plain GNN {gate}", "paper",
+         _beats(m["egnn"], m["gnn"]), {"egnn": m["egnn"], "gnn": m["gnn"]}),
+    ]
+    # the paper's headline (learned < frame averaging and < plain GNN) is measured and printed, asserted only where it holds
+    for base in ("fa_gnn", "gnn", "pca_gnn"):
+        holds = _beats(m["learned"], m[base])
+        report.metric(f"nbody_learned_beats_{base}", holds)
+        wins = sum(a < b for a, b in zip(m["learned"], m[base]))
+        print(f"N-body, learned vs {base} (reported, not asserted): test MSE {np.mean(m['learned']):.4f} vs "
+              f"{np.mean(m[base]):.4f}; learned lower on {wins} of {len(m['learned'])} seeds"
+              f"{', beyond the seed spread' if holds else ''}")
+    return claims
+
+
 def conclude(image_acc: Mapping[str, Sequence[float]], image_inv: Mapping[str, Sequence[float]],
              pts_acc: Mapping[str, Sequence[float]], pts_inv: Mapping[str, Sequence[float]],
-             spread: Mapping[str, float], *, seeds: Sequence[int], dataset: str):
+             spread: Mapping[str, float], *, seeds: Sequence[int], dataset: str,
+             nbody_mse: Mapping[str, Sequence[float]] | None = None, nbody_equiv: Mapping[str, float] | None = None,
+             nbody_seeds: Sequence[int] | None = None, nbody_group: str = "O(3)",
+             paper_mse: Mapping[str, float] | None = None, jumps: Mapping[str, float] | None = None):
     """Record chapter 02's metrics and claims; return the claims as a table (claim, kind, numbers, holds).
 
     Args:
@@ -38,6 +91,11 @@ def conclude(image_acc: Mapping[str, Sequence[float]], image_inv: Mapping[str, S
             SE(3)xS_n invariance error, one entry per seed.
         spread: pose spread (degrees) of one class's samples behind the ``learned`` and ``PCA`` frames.
         seeds: the seeds of the runs; dataset: the image data's name.
+        nbody_mse: per N-body model (``gnn``, ``pca_gnn``, ``fa_gnn``, ``learned``, ``egnn``) the test MSE per seed of
+            ``nbody_seeds``; nbody_equiv: the float64 equivariance error of each (``gnn`` and ``learned`` at least);
+            nbody_group: the frames' group; paper_mse: the MSEs the papers report (recorded, never compared).
+        jumps: ``image_c4_jump_deg`` and ``frame_jump_deg``: how far the learned canonicalizers' choices move between
+            the two inputs just left and right of a symmetric input on a half-turn path.
     """
     import pandas as pd
 
@@ -88,6 +146,19 @@ def conclude(image_acc: Mapping[str, Sequence[float]], image_inv: Mapping[str, S
          "paper", mean(image_acc["learned"]) > mean(image_acc["cnn_augmented"]),
          {"learned": mean(image_acc["learned"]), "cnn_augmented": mean(image_acc["cnn_augmented"])}),
     ]
+    if nbody_mse is not None:
+        if nbody_equiv is None or nbody_seeds is None:
+            raise ValueError("conclude: nbody_mse needs nbody_equiv and nbody_seeds as well")
+        claims += _conclude_nbody(nbody_mse, nbody_equiv, nbody_seeds, nbody_group, paper_mse)
+    if jumps is not None:
+        missing = [k for k in ("image_c4_jump_deg", "frame_jump_deg") if k not in jumps]
+        if missing:
+            raise ValueError(f"conclude: jumps lacks {missing}")
+        for k, v in jumps.items():
+            report.metric(f"symmetric_input_{k}", float(v))
+        claims.append(("symmetric inputs: crossing an input with a half-turn symmetry, the learned canonicalizers' "
+                       "choices jump by a half turn (C4 images: 180°; SO(3) frames: > 179°)", "sanity",
+                       abs(jumps["image_c4_jump_deg"] - 180.0) < 1e-9 and jumps["frame_jump_deg"] > 179.0, dict(jumps)))
     rows = []
     for text, kind, holds, value in claims:
         report.claim(text, holds, value=value, kind=kind)
