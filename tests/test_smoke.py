@@ -113,3 +113,18 @@ def test_accuracy_scores_a_few_batches_in_a_smoke_run(monkeypatch):
     assert len(calls) == 2 and 0.0 <= part <= 1.0
     monkeypatch.delenv(train.SMOKE_ENV)
     assert part == train.accuracy(model, x[:20], y[:20]) and full == train.accuracy(model, x, y)
+
+
+def test_nbody_splits_are_small_in_a_smoke_run(monkeypatch, tmp_path):
+    """Full mode's 3000/2000/2000 charged systems take minutes to simulate on a CPU: a smoke run simulates at
+    most SMOKE_SYSTEMS per split (their own cache entries: the sizes are part of the key)."""
+    from symviz.data import nbody
+
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    monkeypatch.setattr(nbody, "SMOKE_SYSTEMS", 3)
+    sp = nbody.charged_splits(5, 4, 2, seed=0, cache=False, frame_in=1, frame_out=2)
+    assert {k: len(v["loc"]) for k, v in sp.items()} == {"train": 3, "val": 3, "test": 2}
+    monkeypatch.delenv(train.SMOKE_ENV)
+    sp = nbody.charged_splits(5, 4, 2, seed=0, cache=False, frame_in=1, frame_out=2)
+    assert {k: len(v["loc"]) for k, v in sp.items()} == {"train": 5, "val": 4, "test": 2}

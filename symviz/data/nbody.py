@@ -268,16 +268,25 @@ class NBodyDataset(torch.utils.data.Dataset):
         return t["loc"][i], t["vel"][i], t["charges"][i], t["target"][i]
 
 
+SMOKE_SYSTEMS = 100
+"""Systems per split that :func:`charged_splits` simulates at most in a smoke run (`symviz run --smoke`)."""
+
+
 def charged_splits(n_train: int = 3000, n_val: int = 2000, n_test: int = 2000, seed: int = 0,
                    cache: bool = True, **kwargs) -> dict[str, dict]:
     """Train/val/test dicts of :func:`charged_dataset`, each split from its own derived seed.
 
     With ``cache=True`` the tensors are stored in ``symviz.train.cache_dir()/nbody`` keyed by every
-    argument, so a second call costs milliseconds.
+    argument, so a second call costs milliseconds. A smoke run (`symviz run --smoke`) simulates at most
+    :data:`SMOKE_SYSTEMS` systems per split (full mode's 7,000 take minutes on a CPU; the sizes are in the key).
     """
+    from symviz.train import smoke_steps
+
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for name, n in sizes.items():
         _check_positive_int(f"n_{name}", n)
+    if smoke_steps() is not None:
+        sizes = {name: min(n, SMOKE_SYSTEMS) for name, n in sizes.items()}
     out, todo, paths = {}, [], {}
     for name, n in sizes.items():
         split_seed = int(seed) + _SPLIT_SEED_OFFSET[name]
