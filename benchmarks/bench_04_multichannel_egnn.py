@@ -91,6 +91,24 @@ def run(scale: str = "quick") -> list[dict]:
                      "value": count_parameters(eager[f"MC-EGNN C={C} dense"]), "unit": "count"})
     rows.append({"chapter": CHAPTER, "what": "parameters reference EGNN (hidden 64, 4 layers)",
                  "value": count_parameters(eager[BASE]), "unit": "count"})
+    from symviz.chapters.ch04_multichannel_egnn.dimer import spring_dimer, dimer_mse
+    from symviz.nn.egnn import MCEGNNVectors
+
+    d = spring_dimer(100, seed=0)                       # the toy's batch: 100 spring dimers
+    batch = (d["loc"], d["vel"], d["target"])
+    for C in (1, 2):
+        torch.manual_seed(0)
+        toy = MCEGNNVectors(1, 32, 2, C, n_vectors=2)
+        opt = torch.optim.Adam(toy.parameters(), lr=3e-3)
+
+        def toy_step(toy=toy, opt=opt):
+            loss = dimer_mse(toy, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        toy_ms = step_times_ms({"toy": toy_step}, rounds, per_round)["toy"]
+        rows.append({"chapter": CHAPTER, "what": f"spring-dimer toy train step (Adam), batch 100, 2 particles, hidden 32, "
+                     f"2 layers, C={C} [{dev.type}, {torch.get_num_threads()} thread(s)]", "value": round(toy_ms, 3), "unit": "ms"})
     n_sims = 200 if scale == "quick" else 2000
     t0 = time.perf_counter()
     simulate_charged(n_sims, n_frames=11, seed=0)

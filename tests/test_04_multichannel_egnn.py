@@ -895,3 +895,185 @@ def test_conclude_records_the_claims_with_their_kinds():
     assert not table["holds"].iloc[0] and len(table) == 7
     with pytest.raises(ValueError, match="two models"):
         gap_stats(nb[nb.model == "EGNN"], "test_mse")
+
+
+# ---------------------------------------------------------------------------------------------
+# The toy: a spring dimer whose state (two vectors per particle) one channel cannot hold
+# ---------------------------------------------------------------------------------------------
+
+def _leapfrog_dimer(loc, vel, horizon, stiffness, n_steps=4000):
+    x, v = loc.double().clone(), vel.double().clone()
+    dt = horizon / n_steps
+
+    def acc(x):
+        r = x[:, 0] - x[:, 1]
+        return torch.stack([-stiffness * r, stiffness * r], 1)
+
+    for _ in range(n_steps):
+        v = v + 0.5 * dt * acc(x)
+        x = x + dt * v
+        v = v + 0.5 * dt * acc(x)
+    return x - loc.double(), v
+
+
+def test_spring_dimer_is_the_exact_motion():
+    from symviz.chapters.ch04_multichannel_egnn.dimer import spring_dimer
+
+    d = spring_dimer(16, horizon=0.7, stiffness=1.5, seed=3)
+    disp, vel_t = _leapfrog_dimer(d["loc"], d["vel"], 0.7, 1.5)
+    torch.testing.assert_close(d["target"][..., 0].double(), disp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(d["target"][..., 1].double(), vel_t, atol=1e-5, rtol=1e-5)
+    # momentum and energy are conserved
+    torch.testing.assert_close(d["target"][..., 1].sum(1), d["vel"].sum(1), atol=1e-5, rtol=1e-5)
+
+    def energy(x, v):
+        return 0.5 * (v ** 2).sum((1, 2)) + 0.75 * ((x[:, 0] - x[:, 1]) ** 2).sum(-1)
+    torch.testing.assert_close(energy(d["loc"] + d["target"][..., 0], d["target"][..., 1]), energy(d["loc"], d["vel"]),
+                               atol=1e-4, rtol=1e-5)
+    assert torch.equal(spring_dimer(16, horizon=0.7, stiffness=1.5, seed=3)["target"], d["target"])   # reproducible
+
+
+def test_spring_dimer_is_equivariant_and_rank_two():
+    from symviz.chapters.ch04_multichannel_egnn.dimer import spring_dimer
+    from symviz.groups import random_orthogonal
+
+    d = spring_dimer(8, seed=0)
+    # the target is a function of (loc, vel): rotate/reflect/translate the inputs by recomputing it by hand
+    R = random_orthogonal(dtype=torch.float32, generator=torch.Generator().manual_seed(1))
+    s = torch.linalg.svdvals(d["target"].double())
+    assert bool((s[..., 1] > 1e-3 * s[..., 0]).all())               # two independent vectors per particle
+    # rotating both input vectors rotates the exact solution (it is linear in r, v_1, v_2 with fixed coefficients)
+    w, t = math.sqrt(2.0), 1.0
+    loc, vel = d["loc"] @ R.T, d["vel"] @ R.T
+    r, u, V = loc[:, 0] - loc[:, 1], vel[:, 0] - vel[:, 1], vel.mean(1)
+    r_t = r * math.cos(w * t) + u * math.sin(w * t) / w
+    torch.testing.assert_close(V * t + (r_t - r) / 2, torch.einsum("ij,bj->bi", R, d["target"][:, 0, :, 0]),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_samples=0), "n_samples must be a positive integer"),
+    (dict(n_samples=2.5), "n_samples must be a positive integer"),
+    (dict(n_samples=4, horizon=0.0), "horizon must be a positive number"),
+    (dict(n_samples=4, stiffness=-1.0), "stiffness must be a positive number"),
+])
+def test_spring_dimer_bad_inputs(kwargs, match):
+    from symviz.chapters.ch04_multichannel_egnn.dimer import spring_dimer
+
+    with pytest.raises(ValueError, match=match):
+        spring_dimer(**kwargs)
+
+
+def test_rank_one_floor_is_eckart_young():
+    from symviz.chapters.ch04_multichannel_egnn.dimer import rank_one_floor
+
+    g = torch.Generator().manual_seed(0)
+    y, a = torch.randn(50, 3, 1, generator=g, dtype=torch.float64), torch.randn(50, 1, 2, generator=g, dtype=torch.float64)
+    assert rank_one_floor(y @ a) < 1e-20                              # a rank-1 target costs nothing
+    T = torch.randn(50, 3, 2, generator=g, dtype=torch.float64)
+    floor = rank_one_floor(T)
+    for _ in range(20):                                               # no rank-1 guess beats the floor ...
+        guess = torch.randn(50, 3, 1, generator=g, dtype=torch.float64) @ torch.randn(50, 1, 2, generator=g, dtype=torch.float64)
+        assert float(((guess - T) ** 2).mean()) >= floor
+    U, S, Vh = torch.linalg.svd(T)                                    # ... and the truncated SVD reaches it
+    best = S[..., :1, None] * U[..., :, :1] @ Vh[..., :1, :]
+    assert math.isclose(float(((best - T) ** 2).mean()), floor, rel_tol=1e-9)
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 3, K\)"):
+        rank_one_floor(torch.zeros(4, 2, 2))
+
+
+@pytest.mark.parametrize("C", [1, 2])
+def test_mcegnn_vectors_equivariant_and_one_channel_is_rank_one(C):
+    torch.manual_seed(0)
+    model = egnn.MCEGNNVectors(1, 16, 2, C, n_vectors=2).double()
+    with torch.no_grad():                              # make the coordinate updates sizeable (they start tiny)
+        for layer in model.trunk.layers:
+            layer.coord_mlp[2].weight.mul_(300.0)
+    g = torch.Generator().manual_seed(1)
+    loc, vel = torch.randn(6, 2, 3, generator=g, dtype=torch.float64), torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    f = lambda loc, vel: model(vel.norm(dim=-1, keepdim=True), loc, vel)
+    rep = check_equivariance(f, (loc, vel), ("point", "node_vector"), "node_vector_channels", group="E(3)xS_n", trials=5)
+    assert rep.max_error < 1e-10
+    Y = f(loc, vel)
+    assert Y.shape == (6, 2, 3, 2)
+    s = torch.linalg.svdvals(Y)
+    if C == 1:
+        assert bool((s[..., 1] <= 1e-10 * s[..., 0]).all())            # one channel: both vectors on one line
+    else:
+        assert bool((s[..., 1] > 1e-6 * s[..., 0]).all())              # two channels: two directions
+
+
+def test_mcegnn_vectors_bad_inputs_and_mask():
+    model = egnn.MCEGNNVectors(1, 8, 1, 2)
+    with pytest.raises(ValueError, match="n_vectors must be an integer >= 1"):
+        egnn.MCEGNNVectors(1, 8, 1, 2, n_vectors=0)
+    with pytest.raises(ValueError, match=r"x must be the input positions, shape \(batch, nodes, 3\)"):
+        model(torch.randn(2, 3, 1), torch.randn(2, 3, 3, 2), torch.randn(2, 3, 3))
+    mask = torch.tensor([[True, True, False]])
+    y = model(torch.randn(1, 3, 1), torch.randn(1, 3, 3), torch.randn(1, 3, 3), mask=mask)
+    assert torch.equal(y[0, 2], torch.zeros(3, 2))
+
+
+def test_two_channels_beat_the_floor_that_one_channel_cannot(tmp_path, monkeypatch):
+    from symviz.chapters.ch04_multichannel_egnn.dimer import spring_dimer, train_dimer
+
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    tr, va, te = (spring_dimer(n, seed=s) for n, s in ((300, 1), (100, 2), (200, 3)))
+    r1 = train_dimer(tr, va, te, channels=1, seed=0, epochs=15, device="cpu")
+    r2 = train_dimer(tr, va, te, channels=2, seed=0, epochs=15, device="cpu")
+    floor = r1.extra["floor"]
+    assert r1.test >= floor * (1 - 1e-4)                               # a theorem
+    assert r2.test < floor                                             # the toy's point, on a short run
+    with pytest.raises(ValueError, match="spring_dimer"):
+        train_dimer({"loc": tr["loc"]}, va, te)
+
+
+def test_dimer_figure_and_stats():
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from symviz.chapters.ch04_multichannel_egnn.plots import dimer_figure
+    from symviz.chapters.ch04_multichannel_egnn.results import dimer_stats
+
+    table = pd.DataFrame({"channels": [1, 2, 1, 2], "seed": [0, 0, 1, 1], "test_mse": [0.1, 1e-4, 1.0, 1e-3]})
+    T = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    fig = dimer_figure(table, 0.05, T, {"C=1": T[:, :1].expand(3, 2), "C=2": T})
+    assert len(fig.axes) == 3
+    st = dimer_stats(table)
+    assert math.isclose(st[1]["log10_mean"], -0.5) and math.isclose(st[2]["max"], 1e-3)
+    with pytest.raises(ValueError, match=r"target must have shape \(3, 2\)"):
+        dimer_figure(table, 0.05, torch.zeros(3, 3), {})
+    with pytest.raises(ValueError, match="expected one-channel runs"):
+        dimer_stats(table[table.channels == 2])
+
+
+def test_conclude_records_the_toy_claims():
+    import pandas as pd
+
+    from symviz import report
+    from symviz.chapters.ch04_multichannel_egnn.results import conclude
+
+    nb = pd.DataFrame({"model": ["EGNN", "MC"] * 2, "seed": [0, 0, 1, 1], "test_mse": [0.03, 0.02, 0.031, 0.021]})
+    qm = pd.DataFrame({"model": ["EGNN", "MC"] * 2, "seed": [0, 0, 1, 1], "test_mae": [1.0, 0.9, 1.0, 0.9]})
+    cost = pd.DataFrame({"model": ["EGNN", "MC-EGNN"], "channels": [1, 2], "path": ["dense", "dense"],
+                         "params": [100, 104], "step_ms": [10.0, 12.0]})
+    common = dict(channels=2, n_seeds=2, nb_table=nb, so_table=nb, qm_table=qm, linear_mse=0.1, qm_mean_baseline=1.2,
+                  eq_errors={"EGNN": 1e-7}, cost=cost, plugged_error=None, wall_seconds=1.0, dimer_floor=0.04,
+                  dimer_eq_errors={"C=1": 1e-7, "C=2": 2e-7})
+    good = pd.DataFrame({"channels": [1, 2] * 3, "seed": [0, 0, 1, 1, 2, 2], "test_mse": [0.5, 1e-4, 0.1, 2e-4, 0.3, 1e-4]})
+    report.start("04_multichannel_egnn", None, verbose=False)
+    table = conclude(dimer_table=good, **common)
+    toy = table[table["claim"].str.startswith("spring dimer")]
+    assert len(toy) == 4 and toy["holds"].all() and list(toy["kind"]) == ["paper", "paper", "sanity", "sanity"]
+    # one C=2 seed above the floor: the first paper claim fails; a C=1 run below the floor breaks the theorem
+    bad = good.assign(test_mse=[0.5, 1e-4, 0.1, 0.05, 0.3, 1e-4])
+    report.start("04_multichannel_egnn", None, verbose=False)
+    toy = conclude(dimer_table=bad, **common).set_index("claim")["holds"]
+    assert not toy.iloc[[i for i, c in enumerate(toy.index) if "below the floor" in c][0]]
+    broken = good.assign(test_mse=[0.01, 1e-4, 0.1, 2e-4, 0.3, 1e-4])
+    report.start("04_multichannel_egnn", None, verbose=False)
+    toy = conclude(dimer_table=broken, **common).set_index("claim")["holds"]
+    assert not toy["spring dimer: every one-channel run on or above the rank-1 floor (Eckart-Young)"]
+    with pytest.raises(ValueError, match="dimer_table needs dimer_floor"):
+        conclude(dimer_table=good, **{**common, "dimer_floor": None})

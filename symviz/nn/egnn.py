@@ -73,7 +73,7 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["EGNNOutput", "EGNNLayer", "EGNN", "multichannel_coord_update", "MCEGNNLayer", "MCEGNN",
-           "MCEGNNRegressor", "n_gram_invariants", "gram_invariants", "fully_connected_edges",
+           "MCEGNNRegressor", "MCEGNNVectors", "n_gram_invariants", "gram_invariants", "fully_connected_edges",
            "count_parameters", "nbody_inputs", "predict_nbody", "nbody_mse"]
 
 
@@ -684,6 +684,46 @@ class MCEGNNRegressor(nn.Module):
         if mask is not None:
             node = node * mask[..., None].to(node.dtype)
         return self.graph_dec(node.sum(1))
+
+
+class MCEGNNVectors(nn.Module):
+    """``K`` equivariant vectors per node from an (MC-)EGNN trunk: the channels' displacements, mixed.
+
+    ``Y_i = (X_i^L - x_i 1^T) A``: the ``3 x C`` displacements of node ``i``'s ``C`` output position channels
+    from its input position (vectors: translations cancel), times one learned ``C x K`` matrix ``A``
+    (no bias: a constant vector would break rotation equivariance). Used by chapter 04's toy, where each
+    node must report two vectors (its displacement and its velocity after a time step).
+
+    With ``channels=1`` every output is a multiple of one vector, ``Y_i = y_i a^T``: rank at most 1, so a
+    target whose ``3 x K`` matrix has rank 2 stays out of reach (its best rank-1 approximation is the
+    floor). With ``channels >= K`` nothing in the read-out limits the rank.
+
+    Call ``model(h, x, v=None, edge_attr=None, *, mask=None)`` with the inputs of :class:`MCEGNN`, ``x (B,n,3)``;
+    returns ``(B, n, 3, K)`` (zero for padding nodes).
+
+    >>> model = MCEGNNVectors(in_node_nf=1, hidden=8, n_layers=1, channels=2, n_vectors=2)
+    >>> model(torch.randn(4, 2, 1), torch.randn(4, 2, 3), torch.randn(4, 2, 3)).shape
+    torch.Size([4, 2, 3, 2])
+    """
+
+    def __init__(self, in_node_nf: int, hidden: int = 64, n_layers: int = 4, channels: int = 1, n_vectors: int = 2,
+                 edge_nf: int = 0, velocity: bool = True, path: str = "auto"):
+        super().__init__()
+        _check_sizes(n_vectors=(n_vectors, 1))
+        self.trunk = MCEGNN(in_node_nf, hidden, n_layers, channels, edge_nf, velocity=velocity, path=path)
+        self.channels, self.n_vectors = channels, n_vectors
+        self.readout = nn.Linear(channels, n_vectors, bias=False)               # A, acting on the channel axis
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor, v: torch.Tensor | None = None,
+                edge_attr: torch.Tensor | None = None, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.is_tensor(x) or x.ndim != 3 or x.shape[-1] != 3:
+            raise ValueError(f"x must be the input positions, shape (batch, nodes, 3), got "
+                             f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+        out = self.trunk(h, x, v, edge_attr, mask=mask)
+        y = self.readout(out.x_channels - x[..., None])                        # (B, n, 3, K)
+        if mask is not None:
+            y = y * mask[..., None, None].to(y.dtype)
+        return y
 
 
 # ----------------------------------------------------------------------------------------------
