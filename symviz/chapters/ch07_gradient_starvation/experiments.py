@@ -15,6 +15,10 @@ Neural Networks", NeurIPS 2021 (arXiv 2011.09468).
   over gradient descent, with cross-entropy or spectral decoupling; :func:`coupling_toy` runs it on
   the two-feature task of the notebook (cheap enough for a slider).
 * :func:`ntk_features` -- the empirical NTK features (parameter Jacobian) of a network.
+* :class:`GroupAveraged`, :func:`train_swap_invariant` -- the other cure for a spurious colour when its
+  symmetry is known: a model made invariant to the colour swap, by group averaging (exact) or by
+  augmentation (approximate); :func:`swap_sensitivity` measures how much a model's prediction moves
+  when the colours are swapped.
 
 Labels are {0, 1} for the networks (``binary_cross_entropy_with_logits``) and the margins are
 ``y_pm * logit`` with ``y_pm = 2 y - 1``.
@@ -33,7 +37,8 @@ from symviz.losses import spectral_decoupling_loss
 from symviz.train import smoke_steps
 
 __all__ = ["MLP", "TrainResult", "train_full_batch", "train_colored_recipe", "train_colored_branches", "BRANCHES", "decision_grid", "boundary_points",
-           "decision_margin", "linear_feature_dynamics", "coupling_toy", "feature_responses", "ntk_features", "binary_accuracy"]
+           "decision_margin", "linear_feature_dynamics", "coupling_toy", "feature_responses", "ntk_features", "binary_accuracy",
+           "GroupAveraged", "train_swap_invariant", "swap_sensitivity", "INVARIANCE_METHODS"]
 
 
 class MLP(nn.Module):
@@ -504,3 +509,93 @@ def ntk_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     jac = torch.func.vmap(torch.func.jacrev(f), in_dims=(None, 0))(params, x)
     return torch.cat([j.reshape(len(x), -1) for j in jac.values()], 1)
+
+
+class GroupAveraged(nn.Module):
+    """The Reynolds operator applied to a model: ``f_bar(x) = 1/|G| sum_{g in G} f(g x)``.
+
+    ``group`` lists the group's elements as functions on a batch (the identity included, e.g.
+    ``[lambda x: x, swap_colors]`` for ``{id, swap}``). When ``group`` is closed under composition,
+    ``f_bar(h x) = 1/|G| sum_g f(g h x) = f_bar(x)`` for every ``h`` in ``G`` (``g -> g h`` only reorders the
+    sum): the averaged model is exactly invariant, whatever ``model`` is, and an invariant ``model`` is left
+    unchanged. All ``|G|`` copies of the batch go through ``model`` in one call. Input ``(N, ...)``, output
+    ``model``'s output for ``N`` inputs.
+
+        >>> from symviz.data.starvation import swap_colors
+        >>> f = GroupAveraged(MLP(8, 4), [lambda x: x, swap_colors])
+        >>> x = torch.randn(3, 2, 2, 2)
+        >>> bool(torch.allclose(f(x), f(swap_colors(x))))
+        True
+    """
+
+    def __init__(self, model: nn.Module, group: Sequence):
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        group = list(group)
+        if not group or not all(callable(g) for g in group):
+            raise ValueError("group must be a non-empty list of functions x -> g x, one per group element "
+                             "(the identity included)")
+        self.model, self.group = model, group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        out = self.model(torch.cat([g(x) for g in self.group]))
+        return out.reshape(len(self.group), n, *out.shape[1:]).mean(0)
+
+
+INVARIANCE_METHODS = {
+    "group_avg": "group averaging: f_bar(x) = (f(x) + f(swap x)) / 2, exactly invariant",
+    "augment": "augmentation: train f on every image and its colour-swapped copy (invariant only approximately)",
+}
+
+
+def train_swap_invariant(make_model, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                         method: str = "group_avg", steps: int = 150, lr: float = 1e-4, seed: int = 0,
+                         loss_fn=None) -> TrainResult:
+    """Train a colour-swap-invariant classifier with plain cross-entropy (ERM): the cure when the nuisance symmetry
+    (the colour swap, :func:`symviz.data.starvation.swap_colors`) is known.
+
+    ``method="group_avg"``: :class:`GroupAveraged` over ``{id, swap}`` (exact invariance);
+    ``method="augment"``: the plain model trained on ``x`` and its colour-swapped copy, same labels. Full batch,
+    Adam with ``lr`` for ``steps`` steps (:func:`train_full_batch` with ``lam = 0``; ``loss_fn`` as there, e.g.
+    the learner's loss). Returns the :class:`TrainResult` of the model to evaluate (for ``"group_avg"``, the
+    averaged model), its history with ``test_acc`` added at the end.
+
+    Args:
+        make_model: ``() -> nn.Module`` (called once, after seeding with ``seed``).
+        x, x_test: ``(N, 2, H, W)`` coloured images; y, y_test: ``(N,)`` in {0, 1}.
+    """
+    from symviz.data.starvation import swap_colors
+
+    if method not in INVARIANCE_METHODS:
+        raise ValueError(f"method must be one of {sorted(INVARIANCE_METHODS)}, got {method!r}")
+    _check_binary(x, y)
+    _check_binary(x_test, y_test)
+    swap_colors(x)                        # validates the image shape (N, 2, H, W)
+    torch.manual_seed(seed)
+    model = make_model()
+    if method == "group_avg":
+        model = GroupAveraged(model, [lambda t: t, swap_colors])
+        xt, yt = x, y
+    else:
+        xt, yt = torch.cat([x, swap_colors(x)]), torch.cat([y, y])
+    res = train_full_batch(model, xt, yt, lam=0.0, steps=steps, lr=lr, optimizer="adam", seed=seed,
+                           log_every=max(steps, 1), loss_fn=loss_fn)
+    res.history.loc[res.history.index[-1], "test_acc"] = binary_accuracy(model, x_test, y_test.float())
+    return res
+
+
+def swap_sensitivity(model, x: torch.Tensor) -> float:
+    """How much a classifier's answer depends on the colour: the mean change of its predicted probability,
+    ``mean_i |sigmoid f(x_i) - sigmoid f(swap x_i)|`` (0: colour-blind; 1: decided by the colour alone).
+
+    ``x: (N, 2, H, W)`` coloured images; ``model`` returns one logit per image.
+    """
+    from symviz.data.starvation import swap_colors
+
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    xs = swap_colors(x)
+    with torch.no_grad():
+        return float((torch.sigmoid(model(x)) - torch.sigmoid(model(xs))).abs().mean())

@@ -13,7 +13,7 @@ import torch
 from symviz.viz.widgets import show, slider_grid
 
 __all__ = ["plot_boundary", "boundary_animation", "lambda_widget", "draw_coupling", "coupling_widget",
-           "plot_colored_examples", "plot_accuracy_curves"]
+           "plot_colored_examples", "plot_accuracy_curves", "plot_invariance_comparison"]
 
 _RED, _BLUE = "#C82506", "#0365C0"
 
@@ -257,5 +257,44 @@ def plot_accuracy_curves(histories: Mapping[str, "object"], anneal: int | None =
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_invariance_comparison(colour, sensitivity: Mapping[str, float], methods: Sequence[str],
+                               test_color_agreement: float | None = None, title: str = ""):
+    """Two panels: test accuracy of each method on every seed (dots; bar = mean), and how much each method's
+    prediction moves when the colours are swapped (:func:`~symviz.chapters.ch07_gradient_starvation.experiments.swap_sensitivity`,
+    first seed). Returns the matplotlib figure.
+
+    Args:
+        colour: DataFrame with columns ``seed, method, test_acc``; methods: the methods to show, in order;
+        sensitivity: ``{method: value}`` (methods missing from it get no bar);
+        test_color_agreement: drawn as a dashed line (the accuracy of predicting by colour alone at test).
+    """
+    import matplotlib.pyplot as plt
+
+    if not {"seed", "method", "test_acc"} <= set(getattr(colour, "columns", ())):
+        raise ValueError("colour must be a DataFrame with the columns 'seed', 'method' and 'test_acc'")
+    missing = [m for m in methods if m not in set(colour["method"])]
+    if missing:
+        raise ValueError(f"no rows for the methods {missing} in colour (it has {sorted(set(colour['method']))})")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.6))
+    cmap = plt.get_cmap("tab10")
+    for k, m in enumerate(methods):
+        acc = colour[colour["method"] == m]["test_acc"].to_numpy(dtype=float)
+        ax.scatter(np.full(len(acc), k), acc, color=cmap(k), s=30, zorder=3)
+        ax.hlines(acc.mean(), k - 0.3, k + 0.3, color="k")
+    if test_color_agreement is not None:
+        ax.axhline(test_color_agreement, color="gray", ls="--", lw=0.8, label="predict by colour alone")
+        ax.legend(fontsize=8, loc="upper left")
+    ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=8)
+    ax.set(ylabel="test accuracy (colour flipped)", ylim=(0, 1), title="OOD test accuracy, every seed")
+    names = [m for m in methods if m in sensitivity]
+    bx.bar(range(len(names)), [sensitivity[m] for m in names], color=[cmap(methods.index(m)) for m in names])
+    bx.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    bx.set(ylabel="mean |p(x) - p(swap x)|", title="how much the colour swap moves the prediction")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -8,7 +8,9 @@ Kinds (see :mod:`symviz.report`): the colour and two-moons claims are measured a
 run, on every seed, so they are ``"paper"`` claims (the rescaled-loss control is our addition that explains the
 paper's recipe, and it is just as empirical). The coupling toy is a deterministic linear model without any seed:
 that ``w2`` does not depend on ``s1`` under spectral decoupling is the fixed-point equation of section 2 checked
-numerically, so it is a ``"sanity"`` claim.
+numerically, so it is a ``"sanity"`` claim. The colour-swap comparison (section 6) is again against methods trained in
+the same run, on every seed and beyond the seed spread (``"paper"``); the exact swap invariance of the group-averaged
+model holds by construction (``"sanity"``).
 """
 from __future__ import annotations
 
@@ -26,8 +28,20 @@ def _numbers(value: dict[str, Any]) -> str:
     return ", ".join(f"{k} {fmt(v)}" for k, v in value.items())
 
 
+def _beats(piv, better: str, worse: str) -> tuple[bool, dict]:
+    """``better`` above ``worse`` on every seed (paired), and beyond the seed spread: the worst seed of ``better``
+    above the best seed of ``worse`` (the two ranges over seeds do not overlap). The mean gap and the larger seed
+    std are returned with the numbers."""
+    gap = piv[better] - piv[worse]
+    spread = float(max(piv[better].std(), piv[worse].std()))
+    holds = bool((gap > 0).all() and piv[better].min() > piv[worse].max())
+    return holds, {better: float(piv[better].mean()), worse: float(piv[worse].mean()), "gaps": [float(g) for g in gap],
+                   f"{better}_worst": float(piv[better].min()), f"{worse}_best": float(piv[worse].max()),
+                   "seed_std": spread}
+
+
 def conclude(colour, moons, ce_w2: Sequence[float], sd_w2: Sequence[float], *, scale: str,
-             data_measured: dict | None = None, wall_seconds: float | None = None):
+             data_measured: dict | None = None, wall_seconds: float | None = None, invariance: dict | None = None):
     """Record chapter 07's metrics and claims; return ``(accuracies, margins, claims)`` DataFrames.
 
     Args:
@@ -35,6 +49,9 @@ def conclude(colour, moons, ce_w2: Sequence[float], sd_w2: Sequence[float], *, s
             ``rescaled_ce``, ...); moons: DataFrame with ``seed, loss, margin`` (losses ``cross-entropy`` and
             ``spectral decoupling``); ce_w2, sd_w2: the coupling toy's ``w2`` for increasing ``s1`` under
             cross-entropy and spectral decoupling.
+        invariance: section 6, or None: ``{"group_avg_error": relative swap-invariance error of the group-averaged
+            model, "augment_error": the same for the augmented one, "sensitivity": {method: swap_sensitivity}}``;
+            ``colour`` then also has rows for the methods ``group_avg`` and ``augment``.
     """
     import numpy as np
     import pandas as pd
@@ -49,6 +66,12 @@ def conclude(colour, moons, ce_w2: Sequence[float], sd_w2: Sequence[float], *, s
         raise ValueError(f"conclude: colour has no rows for {sorted(missing)}")
     if {"cross-entropy", "spectral decoupling"} - set(moons["loss"]):
         raise ValueError("conclude: moons needs rows for 'cross-entropy' and 'spectral decoupling'")
+    if invariance is not None:
+        missing = {"group_avg", "augment"} - set(colour["method"])
+        if missing:
+            raise ValueError(f"conclude: with invariance, colour needs rows for {sorted(missing)}")
+        if not {"group_avg_error", "augment_error", "sensitivity"} <= set(invariance):
+            raise ValueError("conclude: invariance needs 'group_avg_error', 'augment_error' and 'sensitivity'")
     ce_w2, sd_w2 = np.asarray(ce_w2, dtype=float), np.asarray(sd_w2, dtype=float)
     if ce_w2.size < 2 or sd_w2.size < 2:
         raise ValueError("conclude: ce_w2 and sd_w2 need w2 for at least two strengths s1")
@@ -93,6 +116,16 @@ def conclude(colour, moons, ce_w2: Sequence[float], sd_w2: Sequence[float], *, s
          "sanity", bool(ce_w2[-1] < ce_w2[0] and sd_change < 0.1 * ce_change),
          {"ce": [ce_w2[0], ce_w2[-1]], "sd": [sd_w2[0], sd_w2[-1]]}),
     ]
+    if invariance is not None:
+        report.metric("colour_swap_invariance_error", {"group_avg": invariance["group_avg_error"],
+                                                       "augment": invariance["augment_error"]})
+        report.metric("colour_swap_sensitivity_first_seed", invariance["sensitivity"])
+        for method, name in (("group_avg", "group averaging over {id, swap}"), ("augment", "colour-swap augmentation")):
+            holds, value = _beats(piv, method, "sd")
+            claims.append((f"colour, symmetry known: {name} beats SD at test on every seed, its worst seed above SD's "
+                           "best", "paper", holds, value))
+        claims.append(("colour: the group-averaged model is swap-invariant to float rounding (relative error < 1e-6)",
+                       "sanity", invariance["group_avg_error"] < 1e-6, {"error": float(invariance["group_avg_error"])}))
     rows = []
     for text, kind, holds, value in claims:
         report.claim(text, holds, value=value, kind=kind)
