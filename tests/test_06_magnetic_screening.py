@@ -1,4 +1,5 @@
-"""Tests for chapter 06: crystal graphs, CGCNN, candidate pool, label cache, descriptors, screening metrics."""
+"""Tests for chapter 06: crystal graphs, CGCNN, the MEGNet-style network, candidate pool, label cache, descriptors,
+screening metrics, and the two-stage screen (split, forests, networks, ensemble, error bars, cell choice)."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from symviz.data import descriptors as D  # noqa: E402
 from symviz.data import magnetic as M  # noqa: E402
 from symviz.chapters.ch06_magnetic_screening import screening as S  # noqa: E402
 from symviz.nn.cgcnn import CGCNN  # noqa: E402
+from symviz.nn.megnet import MEGNet, Set2Set, scatter_softmax  # noqa: E402
 
 
 def _heusler():
@@ -519,6 +521,18 @@ def test_screening_explorer_static_and_draw(monkeypatch):
         V.draw_screening(fig, y, preds, dis, k=0, threshold=0.1, ranked_by="a")
 
 
+def _two_stage_summary():
+    return {"screen": {"precision": 0.8, "precision_lower": 0.6, "base_rate": 0.1},
+            "stage1": {"accuracy": 0.9, "majority": 0.75,
+                       "gain_lower": {"rf": 0.1, "cgcnn": 0.05, "megnet": 0.02, "ensemble": 0.08},
+                       "auc_gaps": {"rf": {"auc": 0.95, "gap": 0.0, "gap_lower": 0.0},
+                                    "cgcnn": {"auc": 0.93, "gap": 0.02, "gap_lower": -0.01},
+                                    "megnet": {"auc": 0.9, "gap": 0.05, "gap_lower": -0.001}}},
+            "spread": {"spearman": 0.25, "p_value": 0.01},
+            "cell_choice": {"CGCNN": {"atoms_supercell": 1e-16, "crystal_supercell": 0.0},
+                            "MEGNet": {"atoms_supercell": 0.0, "crystal_supercell": 2e-16}}}
+
+
 def test_conclude_records_claims_with_kinds(tmp_path):
     from symviz import report
     from symviz.chapters.ch06_magnetic_screening.results import conclude
@@ -542,3 +556,344 @@ def test_conclude_records_claims_with_kinds(tmp_path):
     with pytest.raises(ValueError, match="need an entry for"):
         conclude(maes={"mean baseline": 1.0}, recall={}, recall_random=0.1, k=1, n=10, rho=0, p_value=1,
                  chgnet_literature={}, chgnet_mp={}, pool={}, timings={})
+    # the two-stage screen of section 8 adds three paper claims and one sanity claim
+    report.start("06_test2", tmp_path / "r2.json", verbose=False)
+    two = _two_stage_summary()
+    table2 = conclude(maes=maes, recall=recall, recall_random=0.1, k=10, n=100, rho=0.3, p_value=0.001,
+                      chgnet_literature={}, chgnet_mp={}, pool={}, timings={}, two_stage=two)
+    assert list(table2["kind"]) == ["sanity", "paper", "paper", "paper", "paper", "paper", "paper", "sanity"]
+    assert table2["holds"].all()
+    data = json.loads((tmp_path / "r2.json").read_text())
+    assert data["metrics"]["two_stage_screen"]["precision"] == 0.8
+    # each two-stage claim fails when its evidence is broken
+    broken = {"screen": {**two["screen"], "precision_lower": 0.05},
+              "stage1": {**two["stage1"], "gain_lower": {**two["stage1"]["gain_lower"], "megnet": -0.01}},
+              "spread": {"spearman": 0.2, "p_value": 0.2},
+              "cell_choice": {"CGCNN": {"crystal_supercell": 0.9}}}
+    bad2 = conclude(maes=maes, recall=recall, recall_random=0.1, k=10, n=100, rho=0.3, p_value=0.001,
+                    chgnet_literature={}, chgnet_mp={}, pool={}, timings={}, two_stage=broken)
+    assert not bad2["holds"].iloc[4:].any() and bad2["holds"].iloc[:4].all()
+    with pytest.raises(ValueError, match="two_stage needs an entry"):
+        conclude(maes=maes, recall=recall, recall_random=0.1, k=10, n=100, rho=0.3, p_value=0.001,
+                 chgnet_literature={}, chgnet_mp={}, pool={}, timings={}, two_stage={"screen": {}})
+
+
+# ---------------------------------------------------------------- the MEGNet-style network
+
+def _predict_megnet(model, structures, **kw):
+    with torch.no_grad():
+        return model(CG.collate_graphs(CG.structures_to_graphs(structures, **kw)))
+
+
+@pytest.mark.parametrize("readout", ["set2set", "mean"])
+def test_megnet_crystal_output_invariances_float64(readout):
+    torch.manual_seed(0)
+    model = MEGNet(node_dim=92, cutoff=4.5, hidden=16, n_blocks=2, readout=readout).double().eval()
+    s = _heusler()
+    base = _predict_megnet(model, [s], cutoff=4.5)
+    for seed in range(2):
+        R = _random_rotation(seed)
+        rot = Structure(Lattice(s.lattice.matrix @ R.T), s.species, s.frac_coords)
+        assert torch.allclose(_predict_megnet(model, [rot], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
+    moved = Structure(s.lattice, s.species, s.frac_coords + np.array([0.31, -0.2, 0.57]))
+    assert torch.allclose(_predict_megnet(model, [moved], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
+    perm = np.random.default_rng(2).permutation(len(s))
+    shuffled = Structure(s.lattice, [s.species[i] for i in perm], s.frac_coords[perm])
+    assert torch.allclose(_predict_megnet(model, [shuffled], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
+    # supercells are the same crystal: the intensive prediction does not change
+    for scaling in ((2, 1, 1), (2, 2, 2)):
+        assert torch.allclose(_predict_megnet(model, [s * scaling], cutoff=4.5), base, rtol=1e-8, atol=1e-10)
+    # batching does not mix crystals: each one's prediction is the same alone or in a batch
+    both = _predict_megnet(model, [s, _nias()], cutoff=4.5)
+    assert torch.allclose(both[:1], base, rtol=1e-9, atol=1e-10)
+
+
+def test_megnet_per_atom_outputs_permute_with_sites_and_repeat_in_supercells():
+    torch.manual_seed(1)
+    model = MEGNet(node_dim=92, cutoff=4.5, hidden=16, n_blocks=2, readout=None).double().eval()
+    s = _nias()
+    atoms = _predict_megnet(model, [s], cutoff=4.5)
+    assert atoms.shape == (len(s), 1)
+    assert not torch.allclose(atoms[0], atoms[-1])  # Mn and Bi sites differ: the check below is not trivial
+    perm = np.random.default_rng(0).permutation(len(s))
+    shuffled = Structure(s.lattice, [s.species[i] for i in perm], s.frac_coords[perm])
+    assert torch.allclose(_predict_megnet(model, [shuffled], cutoff=4.5), atoms[perm], rtol=1e-9, atol=1e-12)
+    sup = s * (2, 1, 1)
+    sup_atoms = _predict_megnet(model, [sup], cutoff=4.5)
+    site = S.supercell_site_map(s, sup)
+    assert torch.allclose(sup_atoms, atoms[site], rtol=1e-9, atol=1e-12)  # each copy predicts what its site does
+    assert torch.allclose(sup_atoms.sum(), 2 * atoms.sum())  # extensive total doubles ...
+    assert torch.allclose(sup_atoms.mean(), atoms.mean())  # ... the per-atom average does not
+
+
+def test_megnet_shapes_state_and_bad_inputs():
+    torch.manual_seed(0)
+    b = CG.collate_graphs(CG.structures_to_graphs([_heusler(), _nias()], cutoff=4.0))
+    model = MEGNet(node_dim=92, cutoff=4.0, hidden=8, n_blocks=1, n_targets=3).eval()
+    out = model(b)
+    assert out.shape == (2, 3)
+    v, e, u = model.encode(b)
+    assert v.shape == (b.node_features.shape[0], 8) and e.shape == (b.edge_index.shape[1], 8) and u.shape == (2, 8)
+    # the global state is an input: a different state changes the prediction, zeros are the default
+    assert torch.allclose(model(b, state=torch.zeros(2, 2)), out)
+    assert not torch.allclose(model(b, state=torch.ones(2, 2)), out)
+    with pytest.raises(ValueError, match=r"state must be \(num_graphs=2, state_dim=2\)"):
+        model(b, state=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="node_dim=10"):
+        MEGNet(node_dim=10, cutoff=4.0)(b)
+    with pytest.raises(ValueError, match="readout must be"):
+        MEGNet(readout="max")
+    with pytest.raises(ValueError, match="hidden must be a positive int"):
+        MEGNet(hidden=0)
+    with pytest.raises(ValueError, match="cutoff must be a positive distance"):
+        MEGNet(cutoff=-1.0)
+    with pytest.raises(ValueError, match="width > 0"):
+        MEGNet(width=0.0)
+
+
+def test_megnet_is_not_blind_to_geometry_and_learns():
+    torch.manual_seed(0)
+    model = MEGNet(node_dim=92, cutoff=5.0, hidden=8, n_blocks=1).double().eval()
+    s = _heusler()
+    squeezed = s.copy()
+    squeezed.scale_lattice(s.volume * 0.8)
+    assert not torch.allclose(_predict_megnet(model, [s]), _predict_megnet(model, [squeezed]))
+
+
+def test_scatter_softmax_and_set2set():
+    src = torch.tensor([1.0, 2.0, 3.0, -1.0, 100.0])
+    idx = torch.tensor([0, 0, 1, 1, 2])
+    a = scatter_softmax(src, idx, 3)
+    assert torch.allclose(torch.zeros(3).index_add_(0, idx, a), torch.ones(3))
+    assert torch.allclose(a[:2], torch.softmax(src[:2], 0)) and a[4] == 1.0  # large values do not overflow
+    torch.manual_seed(0)
+    s2s = Set2Set(4, steps=3).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    out = s2s(x, idx, 3)
+    assert out.shape == (3, 8)
+    perm = torch.tensor([1, 0, 3, 2, 4])  # shuffle inside each group
+    assert torch.allclose(s2s(x[perm], idx[perm], 3), out)
+    twice = s2s(torch.cat([x, x]), torch.cat([idx, idx]), 3)  # every member twice: same readout
+    assert torch.allclose(twice, out)
+    with pytest.raises(ValueError, match="positive ints"):
+        Set2Set(0)
+
+
+# ---------------------------------------------------------------- CGCNN per atom, and the cell choice
+
+def test_cgcnn_per_atom_outputs_repeat_in_supercells():
+    torch.manual_seed(0)
+    model = CGCNN(node_dim=92, cutoff=4.5, n_conv=2, pool=None).double().eval()
+    s = _heusler()
+    atoms = _predict(model, [s], cutoff=4.5)
+    sup = s * (2, 2, 2)
+    sup_atoms = _predict(model, [sup], cutoff=4.5)
+    assert torch.allclose(sup_atoms, atoms[S.supercell_site_map(s, sup)], rtol=1e-9, atol=1e-12)
+    assert torch.allclose(sup_atoms.sum(), 8 * atoms.sum()) and torch.allclose(sup_atoms.mean(), atoms.mean())
+
+
+def _with_running_stats(model):
+    for conv in model.convs:
+        for bn in (conv.bn_node, conv.bn_edge):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_cgcnn_eval_norm_always_makes_one_atom_cells_consistent():
+    fe = Structure(Lattice.cubic(2.87), ["Fe"], [[0, 0, 0]])
+    torch.manual_seed(0)
+    old = _with_running_stats(CGCNN(node_dim=92, cutoff=5.0, hidden=8, n_conv=2)).double().eval()
+    new = CGCNN(node_dim=92, cutoff=5.0, hidden=8, n_conv=2, eval_norm_always=True).double().eval()
+    new.load_state_dict(old.state_dict())
+    # the default (kept for chapter 05) skips BatchNorm for a batch of one atom, also in eval mode ...
+    assert S.cell_choice_errors(old, fe, cutoff=5.0)["crystal_supercell"] > 1e-3
+    # ... with eval_norm_always the running statistics are used for any batch: cell and supercell agree
+    errs = S.cell_choice_errors(new, fe, cutoff=5.0)
+    assert max(errs.values()) < 1e-12
+    two = CG.collate_graphs(CG.structures_to_graphs([fe, _nias()], cutoff=5.0))
+    with torch.no_grad():  # in a batch the two settings agree (BatchNorm applied in both)
+        assert torch.allclose(old(two), new(two))
+    new.train()
+    assert new(two).shape == (2, 1)  # training mode still works (and a batch of one still skips BatchNorm)
+
+
+def test_cell_choice_errors_detects_a_cell_dependent_model():
+    s = _heusler()
+    torch.manual_seed(0)
+    for model in (MEGNet(node_dim=92, cutoff=4.5, hidden=8, n_blocks=2),
+                  CGCNN(node_dim=92, cutoff=4.5, hidden=8, n_conv=2, eval_norm_always=True)):
+        assert max(S.cell_choice_errors(model, s, cutoff=4.5, scaling=(1, 2, 1)).values()) < 1e-12
+    # a sum readout predicts an extensive total: it doubles on a 2x1x1 supercell, and the check says so
+    extensive = CGCNN(node_dim=92, cutoff=4.5, hidden=8, n_conv=2, pool="sum", eval_norm_always=True)
+    assert S.cell_choice_errors(extensive, s, cutoff=4.5)["crystal_supercell"] == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="atom_features"):
+        S.cell_choice_errors(torch.nn.Linear(2, 2), s, cutoff=4.5)
+    with pytest.raises(TypeError, match="pymatgen Structure"):
+        S.cell_choice_errors(extensive, "Fe", cutoff=4.5)
+    with pytest.raises(ValueError, match="not a supercell"):
+        S.supercell_site_map(s, _nias())
+
+
+# ---------------------------------------------------------------- the two-stage screen
+
+def test_chemical_systems_and_group_split_keep_groups_whole():
+    structs = [_heusler(), M.prototype_structure("B2_CsCl", ["Mn", "Co"]), _nias()]
+    assert S.chemical_systems(structs) == ["Co-Mn-Si", "Co-Mn", "Bi-Mn"]
+    rng = np.random.default_rng(0)
+    groups = [f"g{i}" for i in rng.integers(0, 30, size=200)]
+    for seed in range(3):
+        tr, te = S.group_split(groups, 0.4, seed=seed)
+        assert sorted(np.concatenate([tr, te]).tolist()) == list(range(200))
+        assert not {groups[i] for i in tr} & {groups[i] for i in te}  # no group on both sides
+        assert 0.4 <= len(te) / 200 < 0.6
+    assert not np.array_equal(S.group_split(groups, 0.4, seed=0)[1], S.group_split(groups, 0.4, seed=1)[1])
+    with pytest.raises(ValueError, match="test_fraction"):
+        S.group_split(groups, 1.5)
+    with pytest.raises(ValueError, match="same group"):
+        S.group_split(["a", "a", "a"])
+    with pytest.raises(TypeError, match="composition"):
+        S.chemical_systems(["Fe"])
+
+
+def test_magnetic_labels_and_two_stage_screen():
+    assert S.magnetic_labels([0.05, 0.2, 1.0], 0.1).tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="threshold"):
+        S.magnetic_labels([1.0], -1)
+    # the crystal with the largest predicted moment fails stage 1, so it is never screened
+    picked = S.two_stage_screen([0.9, 0.1, 0.6, 0.55, 0.3], [1.0, 9.0, 3.0, 2.0, 8.0], k=3)
+    assert picked.tolist() == [2, 3, 0]
+    assert S.two_stage_screen([0.1, 0.2], [1.0, 2.0], k=1).size == 0  # nothing passes stage 1
+    with pytest.raises(ValueError, match="k must be"):
+        S.two_stage_screen([0.9], [1.0], k=2)
+    with pytest.raises(ValueError, match="p_magnetic has 2 values"):
+        S.two_stage_screen([0.9, 0.2], [1.0], k=1)
+
+
+def test_precision_recall_coverage_and_bootstrap():
+    y = np.array([3.0, 0.1, 2.5, 0.2, 2.1, 0.0])
+    pr = S.precision_recall(y, [0, 2, 1], large=2.0)
+    assert pr["precision"] == pytest.approx(2 / 3) and pr["recall"] == pytest.approx(2 / 3)
+    assert pr["base_rate"] == 0.5 and pr["n_large"] == 3
+    with pytest.raises(ValueError, match="outside"):
+        S.precision_recall(y, [7], large=2.0)
+    cov = S.coverage([0.0, 0.0, 0.0, 0.0], [0.5, 1.5, 2.5, 0.0], [1.0, 1.0, 1.0, 0.0], ks=(1, 2, 3))
+    assert cov == {1: 0.5, 2: 0.75, 3: 1.0}
+    with pytest.raises(ValueError, match="spread must be >= 0"):
+        S.coverage([0.0], [0.0], [-1.0])
+    # a calibrated Gaussian error bar covers ~68% / ~95%
+    rng = np.random.default_rng(0)
+    sig = rng.uniform(0.1, 2.0, size=20000)
+    cov = S.coverage(sig * rng.normal(size=sig.size), np.zeros(sig.size), sig)
+    assert cov[1] == pytest.approx(0.683, abs=0.01) and cov[2] == pytest.approx(0.954, abs=0.01)
+    hits = np.array([1.0] * 8 + [0.0] * 2)
+    lo = S.bootstrap_lower(hits, seed=0)
+    assert 0.5 <= lo < 0.8 and S.bootstrap_lower(np.ones(10)) == 1.0
+    assert S.bootstrap_lower(hits, q=0.01, seed=0) <= lo
+    with pytest.raises(ValueError, match="q must be"):
+        S.bootstrap_lower(hits, q=1.5)
+
+
+def test_ensemble_predictions_mean_and_spread():
+    df = S.ensemble_predictions({"a": ([1.0, 2.0], [0.2, 0.9]), "b": ([3.0, 2.0], [0.4, 0.7]),
+                                 "c": ([2.0, 2.0], [0.6, 0.8])})
+    np.testing.assert_allclose(df["moment"], [2.0, 2.0])
+    np.testing.assert_allclose(df["p_magnetic"], [0.4, 0.8])
+    np.testing.assert_allclose(df["spread"], [np.std([1.0, 3.0, 2.0]), 0.0])
+    np.testing.assert_allclose(df["range"], [2.0, 0.0])
+    with pytest.raises(ValueError, match="at least two models"):
+        S.ensemble_predictions({"a": ([1.0], [0.5])})
+    with pytest.raises(ValueError, match="expected 2"):
+        S.ensemble_predictions({"a": ([1.0, 2.0], [0.5, 0.5]), "b": ([1.0], [0.5])})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        S.ensemble_predictions({"a": ([1.0], [1.5]), "b": ([1.0], [0.5])})
+    with pytest.raises(ValueError, match="pair"):
+        S.ensemble_predictions({"a": [1.0, 2.0, 3.0], "b": ([1.0], [0.5])})
+
+
+def test_two_stage_forest_classifies_and_regresses():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 2))
+    y = np.where(X[:, 0] > 0, 1.0 + 2 * np.abs(X[:, 1]), 0.01)  # magnetic iff x0 > 0; size set by x1
+    forest = S.TwoStageForest(0.1, n_estimators=50, seed=0).fit(X[:400], y[:400])
+    m, p = forest.predict(X[400:])
+    mag = y[400:] > 0.1
+    assert np.mean((p >= 0.5) == mag) > 0.9
+    assert S.mae(y[400:][mag], m[mag]) < 0.5 * S.mae(y[400:][mag], np.full(mag.sum(), y[:400][y[:400] > 0.1].mean()))
+    with pytest.raises(ValueError, match="both classes"):
+        S.TwoStageForest(0.1).fit(X[:10], np.ones(10))
+    with pytest.raises(ValueError, match="rows"):
+        S.TwoStageForest(0.1).fit(X[:10], y[:9])
+
+
+@pytest.mark.parametrize("kind", ["cgcnn", "megnet"])
+def test_train_two_stage_gnn_learns_both_stages(kind, one_torch_thread):
+    structs = [M.scale_to_radii(M.prototype_structure("B2_CsCl", [a, b]))
+               for a in ("Fe", "Co", "Ni", "Mn") for b in ("Al", "Ga", "Si", "Cu", "Pd", "Zn")]
+    y = [2.2 * s.composition["Fe"] + 3.0 * s.composition["Mn"] for s in structs]  # only Fe and Mn are magnetic
+    graphs = CG.structures_to_graphs(structs, cutoff=4.0, targets=[[v] for v in y])
+    model, res = S.train_two_stage_gnn(kind, graphs[:20], graphs[20:], threshold=0.1, hidden=16, n_layers=1,
+                                       epochs=80, batch_size=8, cutoff=4.0, device="cpu", seed=0)
+    assert res.history["train_loss"].iloc[-1] < 0.5 * res.history["train_loss"].iloc[0]
+    m, p = S.predict_two_stage_gnn(model, graphs)
+    assert m.shape == p.shape == (24,) and np.all((p >= 0) & (p <= 1))
+    assert np.mean((p >= 0.5) == (np.array(y) > 0.1)) >= 0.9  # stage 1 learned which element is magnetic
+    with pytest.raises(ValueError, match="kind must be"):
+        S.train_two_stage_gnn("schnet", graphs, graphs, threshold=0.1)
+    with pytest.raises(ValueError, match="both classes"):
+        S.train_two_stage_gnn(kind, graphs[:20], graphs[20:], threshold=100.0)
+
+
+def test_composition_variance_share_separates_composition_from_structure():
+    formulas = ["A", "A", "B", "B", "C"]
+    only_composition = S.composition_variance_share([1.0, 1.0, 3.0, 3.0, 9.0], formulas)
+    assert only_composition["structure_share"] == 0.0 and only_composition["n_formulas"] == 2
+    only_structure = S.composition_variance_share([1.0, 3.0, 1.0, 3.0, 9.0], formulas)
+    assert only_structure["structure_share"] == pytest.approx(1.0)
+    assert np.isnan(S.composition_variance_share([1.0, 2.0], ["A", "B"])["structure_share"])
+
+
+def test_roc_auc_and_auc_gaps():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    lab = rng.random(150) < 0.7
+    good, noisier, blind = lab + 0.5 * rng.normal(size=150), lab + 2 * rng.normal(size=150), rng.normal(size=150)
+    for s in (good, noisier, blind, np.round(good)):  # ties too
+        assert S.roc_auc(lab, s) == pytest.approx(roc_auc_score(lab, s))
+    gaps = S.auc_gaps(lab, {"good": good, "noisier": noisier, "blind": blind}, seed=0)
+    assert gaps["good"]["gap"] == 0.0 and gaps["good"]["gap_lower"] == 0.0
+    assert gaps["blind"]["gap_lower"] > 0  # a classifier that sees nothing is told apart from the best
+    assert gaps["noisier"]["gap"] > 0 and gaps["noisier"]["gap_lower"] < gaps["blind"]["gap_lower"]
+    with pytest.raises(ValueError, match="positive and one negative"):
+        S.roc_auc([True, True], [0.1, 0.2])
+    with pytest.raises(ValueError, match="at least two models"):
+        S.auc_gaps(lab, {"good": good})
+    with pytest.raises(ValueError, match="150 labels"):
+        S.auc_gaps(lab, {"good": good, "short": good[:5]})
+
+
+def test_permutation_pvalue_matches_the_plain_loop():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=80)
+    b = a + 4 * rng.normal(size=80)
+    b[:10] = b[10]  # ties
+    r = np.random.default_rng(7)
+    obs = S.spearman(a, b)
+    null = np.array([S.spearman(a, r.permutation(b)) for _ in range(300)])
+    assert S.permutation_pvalue(a, b, n_perm=300, seed=7) == pytest.approx((1 + np.sum(null >= obs)) / 301)
+
+
+def test_two_stage_figure_static():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from symviz.chapters.ch06_magnetic_screening import plots as V
+
+    rng = np.random.default_rng(0)
+    y = rng.gamma(2.0, 0.6, size=40)
+    fig = V.two_stage_figure(y, rng.uniform(size=40), y + 0.2 * rng.normal(size=40), rng.uniform(0, 0.3, size=40),
+                             [0, 1, 2], 0.1, 2.0)
+    assert len(fig.axes) == 4
+    with pytest.raises(ValueError, match="same length"):
+        V.two_stage_figure(y, y[:3], y, y, [0], 0.1, 2.0)

@@ -80,11 +80,17 @@ class CGConv(nn.Module):
     ``g`` = softplus as in the reference implementation.
 
     Args: h ``(N, D)``, edge_index ``(2, E)`` (centre, neighbour), u ``(E, G)`` -> ``(N, D)``.
+
+    BatchNorm needs two or more rows to normalise in training, so a batch of a single atom (or edge) skips it. By
+    default it skips it in eval mode too, so that a one-atom crystal run on its own gets a different prediction
+    than in a batch or than its supercell; ``eval_norm_always=True`` applies the running statistics in eval mode
+    whatever the batch size (a crystal's prediction then never depends on its batch).
     """
 
-    def __init__(self, dim: int, edge_dim: int, batch_norm: bool = True):
+    def __init__(self, dim: int, edge_dim: int, batch_norm: bool = True, eval_norm_always: bool = False):
         super().__init__()
         self.dim = dim
+        self.eval_norm_always = bool(eval_norm_always)
         self.lin = nn.Linear(2 * dim + edge_dim, 2 * dim)
         self.bn_edge = nn.BatchNorm1d(2 * dim) if batch_norm else nn.Identity()
         self.bn_node = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
@@ -93,12 +99,13 @@ class CGConv(nn.Module):
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         i, j = edge_index[0], edge_index[1]
         z = self.lin(torch.cat([h[i], h[j], u], dim=-1))
-        if z.shape[0] > 1:  # BatchNorm needs at least two edges in training
+        always = self.eval_norm_always and not self.training
+        if z.shape[0] > 1 or (always and z.shape[0] > 0):  # BatchNorm needs at least two edges in training
             z = self.bn_edge(z)
         gate, core = z.chunk(2, dim=-1)
         msg = torch.sigmoid(gate) * self.act(core)
         agg = scatter_sum(msg, i, h.shape[0])
-        if agg.shape[0] > 1:
+        if agg.shape[0] > 1 or always:
             agg = self.bn_node(agg)
         return self.act(h + agg)
 
@@ -117,13 +124,16 @@ class CGCNN(nn.Module):
         pool: ``"mean"`` (paper; size-intensive, e.g. moment per atom), ``"sum"`` (extensive, e.g.
             moment per cell) or ``None`` (one prediction per site, e.g. site magnetic moments).
         batch_norm: the BatchNorm layers of the reference implementation (off for tiny batches).
+        eval_norm_always: in eval mode, apply BatchNorm's running statistics even to a batch of one atom, so that
+            a crystal's prediction does not depend on the rest of its batch (see :class:`CGConv`; default False,
+            the earlier behaviour).
 
     ``forward(batch)`` -> ``(num_graphs, n_targets)`` (or ``(num_nodes, n_targets)`` with ``pool=None``).
     """
 
     def __init__(self, node_dim: int = 92, cutoff: float = 5.0, hidden: int = 64, n_conv: int = 3,
                  n_gaussians: int = 41, head_hidden: int = 128, n_targets: int = 1, pool: str | None = "mean",
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, eval_norm_always: bool = False):
         super().__init__()
         for name, v in (("node_dim", node_dim), ("hidden", hidden), ("n_targets", n_targets), ("head_hidden", head_hidden)):
             if not (isinstance(v, int) and v >= 1):
@@ -135,7 +145,7 @@ class CGCNN(nn.Module):
         self.node_dim, self.pool = node_dim, pool
         self.embed = nn.Linear(node_dim, hidden)
         self.rbf = GaussianDistance(cutoff, n_gaussians)
-        self.convs = nn.ModuleList([CGConv(hidden, n_gaussians, batch_norm) for _ in range(n_conv)])
+        self.convs = nn.ModuleList([CGConv(hidden, n_gaussians, batch_norm, eval_norm_always) for _ in range(n_conv)])
         self.head = nn.Sequential(nn.Softplus(), nn.Linear(hidden, head_hidden), nn.Softplus(),
                                   nn.Linear(head_hidden, n_targets))
 

@@ -8,6 +8,8 @@
   magnetic moment (ipywidgets + nglview; a static figure under ``SYMVIZ_STATIC=1``).
 * :func:`screening_explorer`: move the screen size ``k`` and the disagreement threshold and see what the screen
   finds and which candidates it flags (ipywidgets; a static figure under ``SYMVIZ_STATIC=1``).
+* :func:`two_stage_figure`: the held-out two-stage screen: stage 1's probabilities, the three-model spread
+  against the actual error, and how often the error bar covers the truth (matplotlib).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 from symviz.viz.widgets import show
 
 __all__ = ["parity_plots", "importance_chart", "candidates_scatter", "moment_colors", "candidate_explorer",
-           "draw_screening", "screening_explorer"]
+           "draw_screening", "screening_explorer", "two_stage_figure"]
 
 
 def parity_plots(y_true: Sequence[float], predictions: dict[str, Sequence[float]], unit: str = "μB/atom",
@@ -244,3 +246,62 @@ def screening_explorer(y_true, predictions: dict, disagreement, k: int, threshol
         return W.VBox([W.HBox([k_slider, t_slider]), out])
 
     return show(widget, static)
+
+
+def two_stage_figure(y_true: Sequence[float], p_magnetic: Sequence[float], moment: Sequence[float],
+                     spread: Sequence[float], selected: Sequence[int], threshold: float, large: float,
+                     ks: Sequence[float] = (0.5, 1, 1.5, 2, 2.5, 3)):
+    """Four panels on a held-out pool: (a) stage 1, P(magnetic) against the true moment; (b) stage 2, the
+    predicted moment with its three-model error bar against the truth, the screened candidates in red; (c) the
+    spread against the actual error, every held-out crystal; (d) the fraction of stage-1 candidates whose true
+    moment lies within k spreads, against a Gaussian error bar of the right size.
+    """
+    import matplotlib.pyplot as plt
+    from math import erf, sqrt
+
+    y, p, m, s = (np.asarray(v, dtype=float).reshape(-1) for v in (y_true, p_magnetic, moment, spread))
+    if not (y.shape == p.shape == m.shape == s.shape):
+        raise ValueError(f"two_stage_figure: y_true, p_magnetic, moment and spread need the same length, got "
+                         f"{y.size}, {p.size}, {m.size}, {s.size}")
+    sel = np.asarray(selected, dtype=int).reshape(-1)
+    if sel.size and (sel.min() < 0 or sel.max() >= y.size):
+        raise ValueError(f"two_stage_figure: selected holds indices outside 0..{y.size - 1}")
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    ax = axes[0]
+    mag = y > threshold
+    ax.scatter(y[mag], p[mag], s=12, alpha=0.6, label="magnetic (label)", color="#4C72B0")
+    ax.scatter(y[~mag], p[~mag], s=12, alpha=0.8, label="not magnetic (label)", color="#C44E52", marker="x")
+    ax.axhline(0.5, color="#999", lw=1, ls="--")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("true moment (μB/atom)"), ax.set_ylabel("P(magnetic), mean of 3 models")
+    ax.set_title("stage 1: is it magnetic?", fontsize=9), ax.legend(fontsize=7, loc="lower right")
+    ax = axes[1]
+    cand = p >= 0.5
+    hi = max(float(y.max()), float((m + s).max())) * 1.05
+    ax.plot([0, hi], [0, hi], color="#999", lw=1)
+    ax.axhline(large, color="#DD8452", lw=1, ls=":"), ax.axvline(large, color="#DD8452", lw=1, ls=":")
+    ax.errorbar(y[cand], m[cand], yerr=s[cand], fmt="o", ms=3, alpha=0.5, color="#4C72B0", elinewidth=0.8,
+                label="passed stage 1 (± spread)")
+    if sel.size:
+        ax.errorbar(y[sel], m[sel], yerr=s[sel], fmt="o", ms=4, color="#C44E52", elinewidth=1, label="screened top k")
+    ax.set_xlabel("true moment (μB/atom)"), ax.set_ylabel("predicted moment (mean of 3)")
+    ax.set_title("stage 2: how large? (dotted: 'large')", fontsize=9), ax.legend(fontsize=7, loc="upper left")
+    ax = axes[2]
+    err_all = np.abs(y - m)
+    ax.scatter(s[cand], err_all[cand], s=10, alpha=0.6, color="#4C72B0", label="passed stage 1")
+    ax.scatter(s[~cand], err_all[~cand], s=12, alpha=0.8, color="#C44E52", marker="x", label="rejected by stage 1")
+    top = float(max(s.max(), err_all.max(), 1e-3)) * 1.05
+    ax.plot([0, top], [0, top], color="#999", lw=1, ls="--")
+    ax.set_xlabel("spread of the 3 models (μB/atom)"), ax.set_ylabel("actual error of their mean")
+    ax.set_title("does the spread rank the error? (dashed: error = spread)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax = axes[3]
+    err = np.abs(y[cand] - m[cand])
+    got = [float(np.mean(err <= k * s[cand])) if cand.any() else 0.0 for k in ks]
+    ideal = [erf(k / sqrt(2)) for k in ks]
+    ax.plot(ks, ideal, "k--", lw=1, label="Gaussian error bar of the right size")
+    ax.plot(ks, got, "o-", color="#55A868", label="three-model spread")
+    ax.set_ylim(0, 1.02), ax.set_xlabel("k (error bar = k × spread)"), ax.set_ylabel("fraction covered")
+    ax.set_title("is the spread an honest error bar?", fontsize=9), ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
