@@ -128,3 +128,33 @@ def test_nbody_splits_are_small_in_a_smoke_run(monkeypatch, tmp_path):
     monkeypatch.delenv(train.SMOKE_ENV)
     sp = nbody.charged_splits(5, 4, 2, seed=0, cache=False, frame_in=1, frame_out=2)
     assert {k: len(v["loc"]) for k, v in sp.items()} == {"train": 5, "val": 4, "test": 2}
+
+
+def test_qm9_is_small_in_a_smoke_run(monkeypatch, tmp_path):
+    """Full mode reads all 130,831 QM9 molecules (minutes, 4 GB): a smoke run reads SMOKE_MOLECULES and splits them."""
+    from symviz.data import qm9
+
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    monkeypatch.setattr(qm9, "SMOKE_MOLECULES", 40)
+    mols = qm9.load_qm9(None, parts=(1,), hydrogens=False, cache=False)
+    assert len(mols["y"]) == 40
+    sp = qm9.qm9_splits(mols, 100000, 17748, 13083)
+    assert {k: len(v["y"]) for k, v in sp.items()} == {"train": 20, "val": 10, "test": 10}
+    monkeypatch.delenv(train.SMOKE_ENV)
+    with pytest.raises(ValueError, match="sum"):
+        qm9.qm9_splits(mols, 100000, 17748, 13083)
+
+
+def test_pools_and_images_are_small_in_a_smoke_run(monkeypatch):
+    """Chapter 06's full candidate pool and chapter 07's 50,000 coloured images shrink to quick-mode sizes under
+    --smoke (their labels, descriptors and full-batch steps were most of the full-mode smoke)."""
+    from symviz.data import magnetic, starvation
+
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    split = starvation.colored_fashion_mnist(n_train=50000, n_test=5000)
+    assert len(split.train.y) == len(split.test.y) == starvation.SMOKE_IMAGES
+    monkeypatch.setattr(magnetic, "SMOKE_POOL", {"prototypes": 5, "real": 0, "aflow": 0})
+    assert len(magnetic.candidate_pool(n_prototypes=2000, n_real=0)) <= 5
+    monkeypatch.delenv(train.SMOKE_ENV)
+    assert len(starvation.colored_fashion_mnist(n_train=1200, n_test=20).train.y) == 1200

@@ -318,6 +318,10 @@ def real_structures(max_sites: int = 8, n: int | None = None, seed: int = 0) -> 
     return result
 
 
+SMOKE_POOL = {"prototypes": 200, "real": 60, "aflow": 30}
+"""At most this many crystals per source in a smoke run (`symviz run --smoke`): quick mode's sizes."""
+
+
 def candidate_pool(n_prototypes: int = 200, n_real: int = 60, seed: int = 0, max_real_sites: int = 8,
                    n_aflow: int = 0):
     """The candidate pool: decorated prototypes + real structures (+ AFLOW decorations).
@@ -327,13 +331,20 @@ def candidate_pool(n_prototypes: int = 200, n_real: int = 60, seed: int = 0, max
     real structures, NaN for the others) and ``structure`` (pymatgen Structure), one row per distinct
     structure.
 
-    Quick mode of chapter 06 uses ~200 prototypes + 60 real; full mode a few thousand.
+    Quick mode of chapter 06 uses ~200 prototypes + 60 real; full mode a few thousand. A smoke run
+    (`symviz run --smoke`) keeps every source but at most :data:`SMOKE_POOL` crystals of each (CHGNet labels,
+    descriptors and graphs of the full pool take many CPU minutes).
     """
     import pandas as pd
+
+    from symviz.train import smoke_steps
 
     for name, v in (("n_prototypes", n_prototypes), ("n_real", n_real), ("n_aflow", n_aflow)):
         if not (isinstance(v, int) and v >= 0):
             raise ValueError(f"candidate_pool: {name} must be a non-negative int, got {v!r}")
+    if smoke_steps() is not None:
+        n_prototypes, n_real, n_aflow = (min(n, SMOKE_POOL[k]) for k, n in
+                                         (("prototypes", n_prototypes), ("real", n_real), ("aflow", n_aflow)))
     rows = decorated_prototypes(n_prototypes, seed=seed)
     if n_aflow:
         rows += _aflow_decorations(n_aflow, seed=seed)

@@ -53,6 +53,10 @@ def qm9_files(parts=(1, 2, 3)) -> list[Path]:
     return paths
 
 
+SMOKE_MOLECULES = 300
+"""Molecules :func:`load_qm9` reads at most in a smoke run (full mode reads all 130,831: minutes and 4 GB)."""
+
+
 def load_qm9(n: int | None = 3000, targets=("gap",), seed: int = 0, parts=(1, 2, 3), hydrogens: bool = True,
              cache: bool = True) -> dict:
     """A random sample of ``n`` QM9 molecules (all of ``parts`` when ``n`` is None) as padded tensors.
@@ -67,6 +71,10 @@ def load_qm9(n: int | None = 3000, targets=("gap",), seed: int = 0, parts=(1, 2,
     """
     import pandas as pd
 
+    from symviz.train import smoke_steps
+
+    if smoke_steps() is not None:  # `symviz run --smoke`: full mode's code path on a few molecules
+        n = min(n or SMOKE_MOLECULES, SMOKE_MOLECULES)
     targets = tuple(targets)
     bad = [t for t in targets if t not in TARGETS]
     if bad or not targets:
@@ -122,9 +130,16 @@ def load_qm9(n: int | None = 3000, targets=("gap",), seed: int = 0, parts=(1, 2,
 
 
 def qm9_splits(data: dict, n_train: int, n_val: int, n_test: int, seed: int = 0) -> dict[str, dict]:
-    """Split a :func:`load_qm9` dict at random into train/val/test dicts (EGNN: 100k/18k/13k)."""
+    """Split a :func:`load_qm9` dict at random into train/val/test dicts (EGNN: 100k/18k/13k).
+
+    In a smoke run (`symviz run --smoke`, where :func:`load_qm9` reads at most :data:`SMOKE_MOLECULES`) the sizes
+    shrink to at most half / a quarter / a quarter of the molecules loaded."""
+    from symviz.train import smoke_steps
+
     S = int(data["y"].shape[0])
     sizes = (n_train, n_val, n_test)
+    if smoke_steps() is not None and all(isinstance(s, (int, np.integer)) for s in sizes):
+        sizes = (min(n_train, S // 2), min(n_val, S // 4), min(n_test, S // 4))
     if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in sizes) or sum(sizes) > S:
         raise ValueError(f"n_train, n_val, n_test must be positive with a sum <= {S} molecules, got {sizes}")
     perm = torch.as_tensor(np.random.default_rng(seed).permutation(S))

