@@ -30,7 +30,7 @@ import torch
 
 __all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
            "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager",
-           "smoke_steps", "SMOKE_ENV"]
+           "smoke_steps", "SMOKE_ENV", "SMOKE_BATCH"]
 
 SMOKE_ENV = "SYMVIZ_SMOKE"
 """Set by ``symviz run --smoke`` to the number of optimizer steps each training may take (see :func:`smoke_steps`)."""
@@ -106,13 +106,18 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+SMOKE_BATCH = 16
+"""Largest batch of :class:`TensorBatches` (and of chapters' own evaluation loops) in a smoke run."""
+
+
 class TensorBatches:
     """Mini-batches ``tuple(t[idx] for t in tensors)`` of in-memory tensors, one gather per batch.
 
     Does what ``DataLoader(TensorDataset(*tensors), batch_size, shuffle=shuffle, generator=g)`` does for
     tensors that fit in memory, without a ``__getitem__`` and a collate per example (which cost as much as
     the step of a tiny model). With ``shuffle`` every pass draws a new permutation from a generator seeded
-    with ``seed``, so runs repeat exactly. Iterate it once per epoch.
+    with ``seed``, so runs repeat exactly. Iterate it once per epoch. In a smoke run (`symviz run --smoke`) batches
+    hold at most :data:`SMOKE_BATCH` examples: full mode's code path, not its per-step cost on a CPU.
 
     >>> b = TensorBatches(torch.arange(5.0), torch.arange(5), batch_size=2, seed=0)
     >>> [len(xb) for xb, _ in b], len(b)
@@ -131,6 +136,8 @@ class TensorBatches:
                              f"{[tuple(t.shape) for t in tensors]}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if smoke_steps() is not None:
+            batch_size = min(batch_size, SMOKE_BATCH)
         self.tensors, self.batch_size, self.shuffle, self.drop_last, self.n = tensors, batch_size, shuffle, drop_last, n
         self.generator = torch.Generator().manual_seed(seed)
 

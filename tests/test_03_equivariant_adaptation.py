@@ -454,13 +454,13 @@ def test_smoke_run_evaluates_a_few_small_batches(monkeypatch):
     assert int(full["histogram"].sum()) == 300
     monkeypatch.setenv(train.SMOKE_ENV, "2")
     ev = evaluate_adapted(model, x, y, seed=1)
-    assert int(ev["histogram"].sum()) == 64                    # 2 batches of 32
-    assert int(element_histogram(model.canonicalizer, x).sum()) == 64
-    assert ev["identity"] == identity_metric(model.canonicalizer, x[:64])
-    assert evaluate_rotations(model, x, y, "C4")["upright"] == accuracy(model, x[:64], y[:64])
+    assert int(ev["histogram"].sum()) == 32                    # 2 batches of SMOKE_BATCH = 16
+    assert int(element_histogram(model.canonicalizer, x).sum()) == 32
+    assert ev["identity"] == identity_metric(model.canonicalizer, x[:32])
+    assert evaluate_rotations(model, x, y, "C4")["upright"] == accuracy(model, x[:32], y[:32])
     seen = []
     res = adapt(ResNetBackbone(hidden=4, blocks=(1,)), x, y, prior_weight=1.0, seed=0, x_val=x[:100], y_val=y[:100],
                 step=lambda m, b, opt, obj, w: seen.append(len(b[0])) or adaptation_step(m, b, opt, obj, w))
-    assert seen == [32, 32] and len(res.history) == 1          # one epoch of 2 steps, batches of SMOKE_BATCH
+    assert seen == [16, 16] and len(res.history) == 1          # one epoch of 2 steps, batches of SMOKE_BATCH
     monkeypatch.delenv(train.SMOKE_ENV)
     assert int(element_histogram(model.canonicalizer, x).sum()) == 300

@@ -158,3 +158,11 @@ def test_pools_and_images_are_small_in_a_smoke_run(monkeypatch):
     assert len(magnetic.candidate_pool(n_prototypes=2000, n_real=0)) <= 5
     monkeypatch.delenv(train.SMOKE_ENV)
     assert len(starvation.colored_fashion_mnist(n_train=1200, n_test=20).train.y) == 1200
+
+
+def test_tensor_batches_are_small_in_a_smoke_run(monkeypatch):
+    x = torch.arange(100.0)
+    assert [len(b[0]) for b in train.TensorBatches(x, batch_size=64, shuffle=False)] == [64, 36]
+    monkeypatch.setenv(train.SMOKE_ENV, "2")
+    assert max(len(b[0]) for b in train.TensorBatches(x, batch_size=64)) == train.SMOKE_BATCH
+    assert [len(b[0]) for b in train.TensorBatches(x, batch_size=8, shuffle=False)][:1] == [8]

@@ -95,21 +95,17 @@ class AdaptedModel(CanonicalizedModel):
         return super().forward_with_details(_as_images(x, type(self).__name__))
 
 
-SMOKE_BATCH = 32
-"""Largest batch of a smoke run (`symviz run --smoke`) in this chapter: full mode's canonicalizer (32 channels at
-full resolution, four rotated copies) and ResNet make each image costly on a CPU; the real run uses full batches."""
-
-
 def _smoke_batch(batch_size: int) -> int:
-    """``batch_size``, or at most :data:`SMOKE_BATCH` in a smoke run."""
-    from symviz.train import smoke_steps
+    """``batch_size``, or at most :data:`symviz.train.SMOKE_BATCH` in a smoke run: full mode's canonicalizer (32
+    channels at full resolution, four rotated copies) and ResNet make each image costly on a CPU."""
+    from symviz.train import SMOKE_BATCH, smoke_steps
 
     return batch_size if smoke_steps() is None else min(batch_size, SMOKE_BATCH)
 
 
 def _smoke_subset(x: torch.Tensor, *rest: torch.Tensor, batch_size: int = 1000):
     """In a smoke run (`symviz run --smoke`) evaluations see the same code path on a few small batches:
-    ``(batch_size, x, *rest)`` cut to :func:`symviz.train.smoke_steps` batches of at most :data:`SMOKE_BATCH`;
+    ``(batch_size, x, *rest)`` cut to :func:`symviz.train.smoke_steps` batches of at most ``SMOKE_BATCH``;
     else unchanged."""
     from symviz.train import smoke_steps
 
