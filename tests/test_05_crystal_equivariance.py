@@ -530,11 +530,9 @@ def test_crystal_net_layer_hook(hcp):
         CrystalEquivariantNet(po, layer="OrbitLinear")
 
 
-def test_conclude_records_the_claims_with_their_kinds():
+def _conclude_kwargs(**extra) -> dict:
+    """Arguments of chapter 05's ``conclude`` for three models whose numbers make every claim hold."""
     import pandas as pd
-
-    from symviz import report
-    from symviz.chapters.ch05_crystal_equivariance.results import conclude
 
     names = ("eq", "cg", "mlp")
     sym = pd.DataFrame({"energy invariance error": [1e-16, 1e-15, 0.5], "per-site equivariance error": [1e-16, 1e-15, np.nan]},
@@ -543,8 +541,16 @@ def test_conclude_records_the_claims_with_their_kinds():
                           for s in range(3) for m, v in zip(names, (10 + s, 9 + s, 50 + 2 * s))])
     lc = curve.pivot_table(index="n_train", columns="model", values="test_mae_meV", aggfunc="mean")
     mb = pd.DataFrame({"mean": [0.3, 0.31]}, index=["a", "b"])
-    kw = dict(sym_table=sym, model_names=names, curve=curve, lc_table=lc, small=8, n_seeds=3, site_corr={"x": 0.9},
-              site_mae=20.0, site_mae_baseline=800.0, mb_table=mb, n_operations=432, n_pair_orbits=11, wall_s=1.0)
+    return dict(sym_table=sym, model_names=names, curve=curve, lc_table=lc, small=8, n_seeds=3, site_corr={"x": 0.9},
+                site_mae=20.0, site_mae_baseline=800.0, mb_table=mb, n_operations=432, n_pair_orbits=11, wall_s=1.0,
+                **extra)
+
+
+def test_conclude_records_the_claims_with_their_kinds():
+    from symviz import report
+    from symviz.chapters.ch05_crystal_equivariance.results import conclude
+
+    kw = _conclude_kwargs()
     report.start("05_crystal_equivariance", None, verbose=False)
     table = conclude(**kw)
     assert list(table.columns) == ["claim", "kind", "numbers", "holds"]
@@ -562,20 +568,11 @@ def test_conclude_cluster_expansion_and_matbench_claims():
     from symviz import report
     from symviz.chapters.ch05_crystal_equivariance.results import conclude
 
-    names = ("eq", "cg", "mlp")
-    sym = pd.DataFrame({"energy invariance error": [1e-16, 1e-15, 0.5], "per-site equivariance error": [1e-16, 1e-15, np.nan]},
-                       index=list(names))
-    curve = pd.DataFrame([{"model": m, "n_train": 8, "seed": s, "test_mae_meV": v}
-                          for s in range(3) for m, v in zip(names, (10 + s, 9 + s, 50 + 2 * s))])
-    lc = curve.pivot_table(index="n_train", columns="model", values="test_mae_meV", aggfunc="mean")
     ce = pd.DataFrame([{"model": m, "n_train": 32, "seed": s, "test_mae_meV": v}
                        for s in range(3) for m, v in zip(("eq", "cg"), (3 + 0.1 * s, 8 + 0.1 * s))])
     mb_rows = pd.DataFrame([{"model": m, "seed": s, "test MAE (n)": v}
                             for s in range(3) for m, v in zip(("orbit-aware CGCNN", "CGCNN"), (0.40 + 0.01 * s, 0.39 + 0.01 * s))])
-    mb = pd.DataFrame({"mean": [0.3, 0.31]}, index=["a", "b"])
-    kw = dict(sym_table=sym, model_names=names, curve=curve, lc_table=lc, small=8, n_seeds=3, site_corr={"x": 0.9},
-              site_mae=20.0, site_mae_baseline=800.0, mb_table=mb, n_operations=432, n_pair_orbits=11, wall_s=1.0,
-              ce_curve=ce, ce_small=32, ce_twins={"label_meV": [1.0, 2.0]}, mb_rows=mb_rows, mb_size=160)
+    kw = _conclude_kwargs(ce_curve=ce, ce_small=32, ce_twins={"label_meV": [1.0, 2.0]}, mb_rows=mb_rows, mb_size=160)
     report.start("05_crystal_equivariance", None, verbose=False)
     table = conclude(**kw)
     assert list(table["kind"]) == ["sanity", "sanity", "paper", "paper", "paper", "paper"] and table["holds"].all()

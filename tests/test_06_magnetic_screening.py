@@ -77,23 +77,25 @@ def _predict(model, structures, **kw):
         return model(CG.collate_graphs(CG.structures_to_graphs(structures, **kw)))
 
 
+def _same_crystal(s, rotations: int, shift, perm_seed: int) -> list:
+    """The same crystal described differently: ``rotations`` rotated frames, a translated origin, shuffled sites."""
+    out = [Structure(Lattice(s.lattice.matrix @ _random_rotation(seed).T), s.species, s.frac_coords)
+           for seed in range(rotations)]
+    out.append(Structure(s.lattice, s.species, s.frac_coords + np.array(shift)))
+    perm = np.random.default_rng(perm_seed).permutation(len(s))
+    out.append(Structure(s.lattice, [s.species[i] for i in perm], s.frac_coords[perm]))
+    return out
+
+
 @pytest.mark.parametrize("pool", ["mean", "sum"])
 def test_cgcnn_invariances_float64(pool):
     torch.manual_seed(0)
     model = CGCNN(node_dim=92, cutoff=4.5, n_conv=2, pool=pool).double().eval()
     s = _heusler()
     base = _predict(model, [s], cutoff=4.5)
-    # rotation of the whole crystal (lattice rotated, fractional coordinates unchanged)
-    for seed in range(3):
-        R = _random_rotation(seed)
-        rot = Structure(Lattice(s.lattice.matrix @ R.T), s.species, s.frac_coords)
-        assert torch.allclose(_predict(model, [rot], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
-    # translation and site permutation
-    moved = Structure(s.lattice, s.species, s.frac_coords + np.array([0.13, -0.4, 0.71]))
-    assert torch.allclose(_predict(model, [moved], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
-    perm = np.random.default_rng(1).permutation(len(s))
-    shuffled = Structure(s.lattice, [s.species[i] for i in perm], s.frac_coords[perm])
-    assert torch.allclose(_predict(model, [shuffled], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
+    # rotations of the whole crystal (lattice rotated, fractional coordinates unchanged), a translation, a site permutation
+    for same in _same_crystal(s, rotations=3, shift=(0.13, -0.4, 0.71), perm_seed=1):
+        assert torch.allclose(_predict(model, [same], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
     # supercell: same crystal; mean pooling gives the same value, sum pooling doubles it
     sup = _predict(model, [s * (2, 1, 1)], cutoff=4.5)
     expected = base if pool == "mean" else 2 * base
@@ -591,15 +593,8 @@ def test_megnet_crystal_output_invariances_float64(readout):
     model = MEGNet(node_dim=92, cutoff=4.5, hidden=16, n_blocks=2, readout=readout).double().eval()
     s = _heusler()
     base = _predict_megnet(model, [s], cutoff=4.5)
-    for seed in range(2):
-        R = _random_rotation(seed)
-        rot = Structure(Lattice(s.lattice.matrix @ R.T), s.species, s.frac_coords)
-        assert torch.allclose(_predict_megnet(model, [rot], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
-    moved = Structure(s.lattice, s.species, s.frac_coords + np.array([0.31, -0.2, 0.57]))
-    assert torch.allclose(_predict_megnet(model, [moved], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
-    perm = np.random.default_rng(2).permutation(len(s))
-    shuffled = Structure(s.lattice, [s.species[i] for i in perm], s.frac_coords[perm])
-    assert torch.allclose(_predict_megnet(model, [shuffled], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
+    for same in _same_crystal(s, rotations=2, shift=(0.31, -0.2, 0.57), perm_seed=2):
+        assert torch.allclose(_predict_megnet(model, [same], cutoff=4.5), base, rtol=1e-9, atol=1e-10)
     # supercells are the same crystal: the intensive prediction does not change
     for scaling in ((2, 1, 1), (2, 2, 2)):
         assert torch.allclose(_predict_megnet(model, [s * scaling], cutoff=4.5), base, rtol=1e-8, atol=1e-10)
