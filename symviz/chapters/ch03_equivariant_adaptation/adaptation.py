@@ -430,7 +430,7 @@ def adapt(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prior_weight
             "val_identity": identity_share,
             "val_accuracy": lambda m, b: (m(b[0]).argmax(-1) == b[1]).float().mean(),
         }
-    loader = TensorBatches(x, y, batch_size=_smoke_batch(cfg["batch_size"]), seed=seed)
+    loader = TensorBatches(x, y, batch_size=cfg["batch_size"], seed=seed)   # at most SMOKE_BATCH in a smoke run
     t0 = time.perf_counter()
     res = _fit_with_step(model, step, objective, prior_weight, loader, val_loader, optimizer=opt, epochs=cfg["epochs"],
                          patience=cfg["patience"] if val_loader is not None else None, device=resolve_device(device),
