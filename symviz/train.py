@@ -30,7 +30,7 @@ import torch
 
 __all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
            "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager",
-           "smoke_steps", "SMOKE_ENV", "SMOKE_BATCH"]
+           "smoke_steps", "smoke_cap", "SMOKE_ENV", "SMOKE_BATCH"]
 
 SMOKE_ENV = "SYMVIZ_SMOKE"
 """Set by ``symviz run --smoke`` to the number of optimizer steps each training may take (see :func:`smoke_steps`)."""
@@ -284,6 +284,18 @@ LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
 
 @torch.no_grad()
+def smoke_cap(n: int | None, cap: int) -> int | None:
+    """How many items (systems, molecules, structures, images) a loader takes: ``n`` (None: all), or at most
+    ``cap`` in a smoke run (`symviz run --smoke`), where full mode's code path matters, not its data's size.
+
+    >>> import os; os.environ.pop("SYMVIZ_SMOKE", None) and None; smoke_cap(5000, 64), smoke_cap(None, 64)
+    (5000, None)
+    """
+    if smoke_steps() is None:
+        return n
+    return cap if n is None else min(n, cap)
+
+
 def smoke_steps() -> int | None:
     """How many steps a training may take in a smoke run (``symviz run --smoke`` sets ``SYMVIZ_SMOKE``), else None.
 

@@ -512,10 +512,9 @@ def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int
         raise ValueError(f"load_matbench_dielectric: n must be a positive int or None, got {n!r}")
     if max_sites is not None and not (isinstance(max_sites, (int, np.integer)) and max_sites >= 1):
         raise ValueError(f"load_matbench_dielectric: max_sites must be a positive int or None, got {max_sites!r}")
-    from symviz.train import smoke_steps
+    from symviz.train import smoke_cap
 
-    if smoke_steps() is not None:
-        n = min(n or SMOKE_STRUCTURES, SMOKE_STRUCTURES)
+    n = smoke_cap(n, SMOKE_STRUCTURES)
     keys = sorted(raw["structure"], key=int)
     if max_sites is not None:
         keys = [k for k in keys if len(raw["structure"][k]["sites"]) <= max_sites]

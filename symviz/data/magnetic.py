@@ -337,14 +337,13 @@ def candidate_pool(n_prototypes: int = 200, n_real: int = 60, seed: int = 0, max
     """
     import pandas as pd
 
-    from symviz.train import smoke_steps
+    from symviz.train import smoke_cap
 
     for name, v in (("n_prototypes", n_prototypes), ("n_real", n_real), ("n_aflow", n_aflow)):
         if not (isinstance(v, int) and v >= 0):
             raise ValueError(f"candidate_pool: {name} must be a non-negative int, got {v!r}")
-    if smoke_steps() is not None:
-        n_prototypes, n_real, n_aflow = (min(n, SMOKE_POOL[k]) for k, n in
-                                         (("prototypes", n_prototypes), ("real", n_real), ("aflow", n_aflow)))
+    n_prototypes, n_real, n_aflow = (smoke_cap(n, SMOKE_POOL[k]) for k, n in
+                                     (("prototypes", n_prototypes), ("real", n_real), ("aflow", n_aflow)))
     rows = decorated_prototypes(n_prototypes, seed=seed)
     if n_aflow:
         rows += _aflow_decorations(n_aflow, seed=seed)

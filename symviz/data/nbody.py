@@ -280,13 +280,12 @@ def charged_splits(n_train: int = 3000, n_val: int = 2000, n_test: int = 2000, s
     argument, so a second call costs milliseconds. A smoke run (`symviz run --smoke`) simulates at most
     :data:`SMOKE_SYSTEMS` systems per split (full mode's 7,000 take minutes on a CPU; the sizes are in the key).
     """
-    from symviz.train import smoke_steps
+    from symviz.train import smoke_cap
 
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for name, n in sizes.items():
         _check_positive_int(f"n_{name}", n)
-    if smoke_steps() is not None:
-        sizes = {name: min(n, SMOKE_SYSTEMS) for name, n in sizes.items()}
+    sizes = {name: smoke_cap(n, SMOKE_SYSTEMS) for name, n in sizes.items()}
     out, todo, paths = {}, [], {}
     for name, n in sizes.items():
         split_seed = int(seed) + _SPLIT_SEED_OFFSET[name]

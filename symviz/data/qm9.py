@@ -71,10 +71,9 @@ def load_qm9(n: int | None = 3000, targets=("gap",), seed: int = 0, parts=(1, 2,
     """
     import pandas as pd
 
-    from symviz.train import smoke_steps
+    from symviz.train import smoke_cap
 
-    if smoke_steps() is not None:  # `symviz run --smoke`: full mode's code path on a few molecules
-        n = min(n or SMOKE_MOLECULES, SMOKE_MOLECULES)
+    n = smoke_cap(n, SMOKE_MOLECULES)  # `symviz run --smoke`: full mode's code path on a few molecules
     targets = tuple(targets)
     bad = [t for t in targets if t not in TARGETS]
     if bad or not targets:

@@ -225,13 +225,12 @@ def colored_fashion_mnist(n_train: int = 10000, n_test: int = 5000, *, size: int
     batch on 50,000 images, seconds per step on a CPU.
     """
     from symviz.data.images import load_images
-    from symviz.train import smoke_steps
+    from symviz.train import smoke_cap
 
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if not isinstance(v, (int, np.integer)) or v < 10:
             raise ValueError(f"{name} must be an integer >= 10, got {v!r}")
-    if smoke_steps() is not None:
-        n_train, n_test = min(n_train, SMOKE_IMAGES), min(n_test, SMOKE_IMAGES)
+    n_train, n_test = smoke_cap(n_train, SMOKE_IMAGES), smoke_cap(n_test, SMOKE_IMAGES)
     if not train_flips:
         raise ValueError("train_flips must list at least one colour flip probability")
     xtr, ytr, src = load_images(source, "train")
