@@ -47,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.top < 1:
         p.error(f"--top must be a positive integer, got {a.top}")
+    missing = [n for n in a.notebooks if not Path(n).is_file()]
+    if missing:
+        p.error(f"no such notebook: {', '.join(missing)} (pass executed notebooks, e.g. build/notebooks/*.ipynb "
+                "after `make run`, or build/robustness/<setting>/notebooks/*.ipynb)")
     lines = []
     for path in a.notebooks:
-        total, rows = cell_times(path)
+        try:
+            total, rows = cell_times(path)
+        except ValueError as err:
+            p.error(str(err))
         lines += [f"### {Path(path).stem}: {total:.1f} s in code cells", "", "| s | share | cell | what |", "|---:|---:|---:|---|"]
         lines += [f"| {d:.1f} | {d / total:.0%} | {i} | {label.replace('|', '/')} |" for d, label, i in rows[:a.top]]
         lines.append("")
