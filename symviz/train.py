@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
+__all__ = ["usable_cores", "resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
            "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager",
            "smoke_steps", "smoke_cap", "SMOKE_ENV", "SMOKE_BATCH"]
 
@@ -154,13 +154,47 @@ class TensorBatches:
 THREADS_ENV = ("SYMVIZ_THREADS", "OMP_NUM_THREADS")
 
 
+def usable_cores(cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
+    """CPU cores this process may really use: the CPUs it is allowed to run on, capped by a cgroup CPU quota.
+
+    A container (Binder, CI, Docker ``--cpus``) often shows every core of its host but may only use one or two;
+    a thread per visible core then fights for a fraction of a core. Reads ``os.sched_getaffinity`` where it
+    exists (else ``os.cpu_count()``) and the quota in ``<cgroup_root>/cpu.max`` (cgroup v2) or
+    ``<cgroup_root>/cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (v1), rounded up. At least 1.
+
+    >>> usable_cores() >= 1
+    True
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota, root = None, Path(cgroup_root)
+    try:
+        parts = (root / "cpu.max").read_text().split()
+        if len(parts) == 2 and parts[0] != "max":
+            quota = float(parts[0]) / float(parts[1])
+    except (OSError, ValueError, ZeroDivisionError):
+        try:
+            q = float((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = float((root / "cpu" / "cpu.cfs_period_us").read_text())
+            if q > 0 and period > 0:
+                quota = q / period
+        except (OSError, ValueError):
+            pass
+    if quota is not None and quota > 0:
+        n = min(n, max(1, int(-(-quota // 1))))
+    return max(1, n)
+
+
 def chapter_threads(scale: str, quick_default: int | None = 1) -> int:
     """Set a chapter's torch intra-op threads and return how many it uses.
 
     An explicit choice wins: ``$SYMVIZ_THREADS`` (set by ``symviz run --threads N``), else ``$OMP_NUM_THREADS``.
-    Without one, quick mode uses ``quick_default`` threads (1 for small models: a second thread that spin-waits
-    on a busy machine can make each step many times slower; ``None`` keeps torch's default, one per core, for
-    chapters whose matrices are large enough to gain) and full mode keeps torch's default.
+    Without one, quick mode uses ``quick_default`` threads, never more than :func:`usable_cores` (1 for small
+    models: a second thread that spin-waits on a busy machine can make each step slower; 2 for chapters
+    whose convolutions or matrix products gain from it, measured in ``benchmarks/robustness.md``; ``None``
+    keeps torch's default, one per core) and full mode keeps torch's default.
     ``make robustness`` runs every chapter with 1 and with 2 threads through this switch.
 
     >>> import os
@@ -177,10 +211,11 @@ def chapter_threads(scale: str, quick_default: int | None = 1) -> int:
             n = _positive_int(raw, f"${name}={raw!r}: expected a positive number of threads, e.g. {name}=2")
             torch.set_num_threads(n)
             return n
-    if quick_default is not None and not (isinstance(quick_default, int) and quick_default >= 1):
+    if quick_default is not None and (isinstance(quick_default, bool) or not isinstance(quick_default, int)
+                                      or quick_default < 1):
         raise ValueError(f"quick_default must be a positive int or None, got {quick_default!r}")
     if scale == "quick" and quick_default is not None:
-        torch.set_num_threads(quick_default)
+        torch.set_num_threads(min(quick_default, usable_cores()))
     return torch.get_num_threads()
 
 

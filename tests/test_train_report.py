@@ -315,6 +315,44 @@ def test_chapter_threads_honours_an_explicit_choice_and_defaults_quick_mode_to_o
         torch.set_num_threads(before)
 
 
+def test_usable_cores_reads_a_cgroup_quota_and_quick_mode_never_asks_for_more_threads(tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    import symviz.train as T
+
+    visible = len(os.sched_getaffinity(0))
+    assert T.usable_cores(tmp_path) == visible, "no cgroup files: the CPUs the process may run on"
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert T.usable_cores(tmp_path) == visible, "no quota"
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert T.usable_cores(tmp_path) == 1, "half a core is one thread"
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert T.usable_cores(tmp_path) == min(visible, 2), "1.5 cores round up to 2"
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert T.usable_cores(tmp_path) == 1, "cgroup v1 quota of one core"
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert T.usable_cores(tmp_path) == visible, "cgroup v1 without a quota"
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("SYMVIZ_THREADS", raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(T, "usable_cores", lambda: 1)
+        assert T.chapter_threads("quick", quick_default=2) == 1, "a 1-core container gets 1 thread, not 2"
+        monkeypatch.setattr(T, "usable_cores", lambda: 4)
+        assert T.chapter_threads("quick", quick_default=2) == 2
+        for bad in (0, True, 1.5):
+            with pytest.raises(ValueError, match="quick_default"):
+                T.chapter_threads("quick", quick_default=bad)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_report_records_the_threads_its_numbers_were_measured_with(tmp_path):
     import json
 
