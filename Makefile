@@ -22,6 +22,7 @@ help:
 	@echo "make bench         time every chapter and the hot models; writes benchmarks/results.md"
 	@echo "make robustness    every chapter's claims for seed bases 0, 1000, 2000 x 1, 2 torch threads; writes"
 	@echo "                   benchmarks/robustness.md (ONLY=\"04 05\" re-runs those chapters and keeps the other rows)"
+	@echo "                   ISA=\"native avx2\" adds columns computed with an AVX2-only CPU's arithmetic; SEEDS=, THREADS= narrow it"
 	@echo "make browser-test  run every chapter in a real JupyterLab in headless Chromium"
 
 setup: $(VENV)/.installed
@@ -49,7 +50,7 @@ bench: setup
 	$(VPY) benchmarks/run.py --scale $(SCALE) --device $(DEVICE)
 
 robustness: setup
-	$(VPY) benchmarks/robustness.py --scale $(SCALE) --device $(DEVICE) --jobs $(JOBS) $(if $(ONLY),--only $(ONLY))
+	$(VPY) benchmarks/robustness.py --scale $(SCALE) --device $(DEVICE) --jobs $(JOBS) $(if $(ONLY),--only $(ONLY)) $(if $(ISA),--isa $(ISA)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(THREADS),--threads $(THREADS))
 
 browser-test: setup
 	$(VPY) -m pytest -q -ra --durations=0 -m browser tests/test_browser.py

@@ -1,7 +1,7 @@
 """Robustness: do the chapters' claims hold for seed bases 0, 1000, 2000 and with 1 or 2 torch threads?
 
-    python benchmarks/robustness.py [--only 04 05] [--seeds 0 1000 2000] [--threads 1 2] [--jobs 1]
-                                    [--out build/robustness] [--scale quick] [--device auto] [--table-only]
+    python benchmarks/robustness.py [--only 04 05] [--seeds 0 1000 2000] [--threads 1 2] [--isa native avx2]
+                                    [--jobs 1] [--out build/robustness] [--scale quick] [--device auto] [--table-only]
 
 Every setting (seed base S, T torch threads) is one ``symviz run --seed S --threads T --no-html`` into
 ``<out>/seedS-threadsT/`` (chapters one after another, so their wall times mean something; ``--jobs`` runs that
@@ -9,6 +9,13 @@ many settings at once, which on a 2-core machine distorts the times). Each chapt
 merged into ``<out>/robustness.json`` and ``benchmarks/robustness.md`` is rewritten from that store: a
 claim x setting table (holds / FAILS and the claim's value when it is short), every chapter's wall time per
 setting, and the machine (CPU model, cores, torch version) and date.
+
+Thread counts change float reductions only where torch splits an operation (tensors above its grain size), so
+small models compute the same numbers at 1 and 2 threads. ``--isa avx2`` (or ``default``: no SIMD) runs a setting
+with the instruction set of another CPU instead: torch's own kernels (``ATEN_CPU_CAPABILITY``), MKL
+(``MKL_ENABLE_INSTRUCTIONS``) and oneDNN (``ONEDNN_MAX_CPU_ISA``) are limited to it, so the numbers are those of,
+e.g., an AVX2-only CPU (AMD Zen 2/3, older Intel) on this one. ``native`` (the default) uses what the CPU has.
+``make robustness ISA="native avx2"`` adds the AVX2 columns.
 
 Re-running some chapters (``--only 04``) or some settings (``--seeds 1000``) replaces only those results
 and keeps every other row, so a table can be completed chapter by chapter. The store lives in build/ (not
@@ -38,19 +45,28 @@ from _timing import machine_info  # noqa: E402
 
 SEEDS = (0, 1000, 2000)
 THREADS = (1, 2)
+# --isa: the environment that limits torch (ATen), MKL and oneDNN to an instruction set, and the name
+# torch.backends.cpu.get_cpu_capability() must then report
+ISAS = {
+    "avx2": ({"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}, "AVX2"),
+    "default": ({"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+                "DEFAULT"),
+}
 MD = HERE / "robustness.md"
 STORE = "robustness.json"
 
 
-def setting_key(seed: int, threads: int) -> str:
-    """``seed1000-threads2``: a setting's name in the store and its run folder."""
-    return f"seed{seed}-threads{threads}"
+def setting_key(seed: int, threads: int, isa: str = "native") -> str:
+    """``seed1000-threads2`` (``seed1000-threads1-avx2`` with ``--isa avx2``): a setting's name in the store and its
+    run folder."""
+    return f"seed{seed}-threads{threads}" + ("" if isa == "native" else f"-{isa}")
 
 
 def _setting_order(key: str) -> tuple:
     try:
-        seed, threads = key[4:].split("-threads")
-        return (0, int(seed), int(threads))
+        seed, rest = key[4:].split("-threads")
+        threads, _, isa = rest.partition("-")
+        return (0, bool(isa), isa, int(seed), int(threads))
     except ValueError:
         return (1, key)
 
@@ -59,7 +75,29 @@ def _label(key: str) -> str:
     order = _setting_order(key)
     if order[0]:
         return key
-    return f"seed {order[1]}, {order[2]} thr"
+    return f"seed {order[3]}, {order[4]} thr" + (f", {order[2].upper()}" if order[2] else "")
+
+
+def isa_env(isa: str) -> dict:
+    """The environment variables that make torch, MKL and oneDNN use only ``isa`` (``{}`` for ``native``)."""
+    if isa == "native":
+        return {}
+    if isa not in ISAS:
+        raise ValueError(f"unknown instruction set {isa!r}: use native, {', '.join(ISAS)}")
+    return dict(ISAS[isa][0])
+
+
+def check_isa(isa: str) -> None:
+    """Raise RuntimeError unless torch reports ``isa``'s capability under :func:`isa_env` (a CPU that lacks an
+    instruction set makes torch fall back silently, and the setting would not be what its name says)."""
+    if isa == "native":
+        return
+    env = {**os.environ, **isa_env(isa)}
+    got = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                         env=env, capture_output=True, text=True).stdout.strip()
+    if got != ISAS[isa][1]:
+        raise RuntimeError(f"--isa {isa}: torch reports CPU capability {got or '(none)'!r}, not {ISAS[isa][1]!r}; "
+                           "this CPU or torch build cannot run that setting")
 
 
 def now_utc() -> str:
@@ -80,15 +118,15 @@ def load_store(path: Path) -> dict:
     return {"chapters": {}}
 
 
-def merge(store: dict, summary: dict, seed: int, threads: int, meta: dict) -> dict:
-    """Put one ``symviz run`` summary (its results.json) into ``store`` under setting (seed, threads).
+def merge(store: dict, summary: dict, seed: int, threads: int, meta: dict, isa: str = "native") -> dict:
+    """Put one ``symviz run`` summary (its results.json) into ``store`` under setting (seed, threads, isa).
 
     Only the chapters in ``summary`` are replaced, and only for this setting. ``meta``: machine and date.
     """
-    key = setting_key(seed, threads)
+    key = setting_key(seed, threads, isa)
     for c in summary["chapters"]:
         store["chapters"].setdefault(c["name"], {})[key] = {
-            "seed": seed, "threads": threads, "status": c["status"], "seconds": c.get("seconds"),
+            "seed": seed, "threads": threads, "isa": isa, "status": c["status"], "seconds": c.get("seconds"),
             "peak_rss_mb": c.get("peak_rss_mb"), "torch_threads": c.get("torch_threads"), "error": c.get("error"),
             "claims": [{"text": k["text"], "value": k.get("value"), "holds": bool(k.get("holds"))}
                        for k in c.get("claims", [])],
@@ -165,7 +203,9 @@ def build_table(store: dict, meta: dict) -> str:
         "Every chapter's claims for each seed base and torch thread count (`make robustness`, "
         "`benchmarks/robustness.py`): a claim is a property of the method, not of one seed or thread count "
         "(see the chapter contract). A setting is a seed base (`symviz run --seed`) and the torch threads pinned "
-        "in each chapter's kernel (`--threads`).",
+        "in each chapter's kernel (`--threads`); columns marked AVX2 ran with torch, MKL and oneDNN limited to AVX2 "
+        "(`--isa avx2`), the arithmetic of a CPU without AVX-512, because small models compute the same numbers at "
+        "1 and 2 threads.",
         "",
         f"Machine: {meta['cpu']}, {meta['cores']} cores, torch {meta['torch']}. Written {meta['date']}. "
         f"Mode: {', '.join(scales) or 'quick'}. OpenMP wait policy: {meta.get('omp_wait') or 'default'} (it changes "
@@ -232,24 +272,25 @@ def build_table(store: dict, meta: dict) -> str:
 
 # --- running the settings ---------------------------------------------------------------------------------
 
-def run_setting(seed: int, threads: int, args, prefix: bool) -> dict:
+def run_setting(seed: int, threads: int, args, prefix: bool, isa: str = "native") -> dict:
     """One ``symviz run`` for a setting; returns its results.json (raises RuntimeError when it wrote none)."""
-    folder = Path(args.out) / setting_key(seed, threads)
+    folder = Path(args.out) / setting_key(seed, threads, isa)
     results = folder / "results.json"
     if results.exists():
         results.unlink()
     cmd = [sys.executable, "-m", "symviz", "run", *args.only, "--scale", args.scale, "--device", args.device,
            "--seed", str(seed), "--threads", str(threads), "--timeout", str(args.timeout), "--no-html",
            "--out", str(folder)]
-    tag = f"[{_label(setting_key(seed, threads))}] "
+    tag = f"[{_label(setting_key(seed, threads, isa))}] "
+    env = {**os.environ, **isa_env(isa)}
     print(f"{tag}{' '.join(cmd[1:])}", flush=True)
     if prefix:  # settings run in parallel: prefix every line with its setting
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             print(tag + line.rstrip("\n"), flush=True)
         rc = proc.wait()
     else:
-        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
     if rc == 2 or not results.exists():
         raise RuntimeError(f"symviz run {tag.strip()} wrote no results (exit {rc})")
     return json.loads(results.read_text())
@@ -260,6 +301,8 @@ def _parse(argv):
     p.add_argument("--only", nargs="*", default=[], help="chapters (numbers or names), e.g. 04 05 (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seed bases (default 0 1000 2000)")
     p.add_argument("--threads", nargs="+", type=int, default=list(THREADS), help="torch threads (default 1 2)")
+    p.add_argument("--isa", nargs="+", default=["native"], choices=["native", *ISAS],
+                   help="instruction sets: native (default), avx2, default (no SIMD)")
     p.add_argument("--jobs", type=int, default=1, help="settings run at once (default 1)")
     p.add_argument("--out", default=str(ROOT / "build" / "robustness"), help="raw results (default build/robustness)")
     p.add_argument("--md", default=str(MD), help="the table written (default benchmarks/robustness.md)")
@@ -289,28 +332,35 @@ def main(argv=None) -> int:
         Path(a.md).write_text(build_table(store, {**meta, "date": now_utc()}))
         print(f"wrote {a.md} from {store_path}")
         return 0
-    settings = [(s, t) for s in a.seeds for t in a.threads]
+    try:
+        for isa in a.isa:
+            check_isa(isa)
+    except RuntimeError as err:
+        print(f"robustness.py: {err}", file=sys.stderr)
+        return 2
+    settings = [(s, t, isa) for isa in a.isa for s in a.seeds for t in a.threads]
     lock = threading.Lock()
     run_now: dict[str, set] = {}
     errors = []
     t0 = time.perf_counter()
 
     def go(setting):
-        seed, threads = setting
+        seed, threads, isa = setting
+        key = setting_key(seed, threads, isa)
         t = time.perf_counter()
         try:
-            summary = run_setting(seed, threads, a, prefix=a.jobs > 1)
+            summary = run_setting(seed, threads, a, prefix=a.jobs > 1, isa=isa)
         except RuntimeError as err:
             with lock:
                 errors.append(str(err))
             return
         with lock:  # merge and save after every setting: an interrupted run keeps what it measured
-            merge(store, summary, seed, threads, {**meta, "date": now_utc(), "scale": a.scale})
+            merge(store, summary, seed, threads, {**meta, "date": now_utc(), "scale": a.scale}, isa=isa)
             for c in summary["chapters"]:
-                run_now.setdefault(c["name"], set()).add(setting_key(seed, threads))
+                run_now.setdefault(c["name"], set()).add(key)
             store_path.write_text(json.dumps(store, indent=1))
             Path(a.md).write_text(build_table(store, {**meta, "date": now_utc()}))
-        print(f"[{_label(setting_key(seed, threads))}] done in {time.perf_counter() - t:.0f} s", flush=True)
+        print(f"[{_label(key)}] done in {time.perf_counter() - t:.0f} s", flush=True)
 
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         list(pool.map(go, settings))

@@ -346,7 +346,7 @@ def test_robustness_main_merges_runs_and_exits_1_listing_failures(robustness, tm
     """main() with symviz run replaced by fake summaries: store and .md written, --only merges, exit status."""
     runs = []
 
-    def fake_run_setting(seed, threads, args, prefix):
+    def fake_run_setting(seed, threads, args, prefix, isa="native"):
         runs.append((seed, threads, tuple(args.only)))
         ch = [_result("04_multichannel_egnn", [("claim A", not (seed == 1000 and threads == 2), 1.5)])]
         if not args.only:
@@ -371,6 +371,50 @@ def test_robustness_main_merges_runs_and_exits_1_listing_failures(robustness, tm
     with pytest.raises(SystemExit) as exc:
         robustness.main(["--out", str(out), "--seeds", "-1"])
     assert exc.value.code == 2
+
+
+def test_robustness_isa_settings_have_their_own_columns_and_environment(robustness, tmp_path, monkeypatch):
+    """--isa avx2: its own setting key, label and column; the environment limits torch, MKL and oneDNN; a CPU
+    where torch reports another capability is refused before anything runs."""
+    assert robustness.setting_key(1000, 1) == "seed1000-threads1"
+    assert robustness.setting_key(1000, 1, "avx2") == "seed1000-threads1-avx2"
+    assert robustness._label("seed1000-threads1-avx2") == "seed 1000, 1 thr, AVX2"
+    keys = ["seed0-threads1-avx2", "seed1000-threads2", "seed0-threads2", "seed0-threads1"]
+    assert sorted(keys, key=robustness._setting_order) == ["seed0-threads1", "seed0-threads2", "seed1000-threads2",
+                                                           "seed0-threads1-avx2"], "native columns first"
+    env = robustness.isa_env("avx2")
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2" and "ONEDNN_MAX_CPU_ISA" in env
+    assert robustness.isa_env("native") == {}
+    with pytest.raises(ValueError, match="unknown instruction set"):
+        robustness.isa_env("avx9")
+
+    class Done:
+        def __init__(self, out):
+            self.stdout = out
+
+    monkeypatch.setattr(robustness.subprocess, "run", lambda *a, **k: Done("AVX512\n"))
+    with pytest.raises(RuntimeError, match="not 'AVX2'"):
+        robustness.check_isa("avx2")
+    robustness.check_isa("native")  # nothing to check
+    assert robustness.main(["--out", str(tmp_path / "o"), "--md", str(tmp_path / "r.md"), "--isa", "avx2"]) == 2
+
+    monkeypatch.setattr(robustness.subprocess, "run", lambda *a, **k: Done("AVX2\n"))
+    runs = []
+
+    def fake_run_setting(seed, threads, args, prefix, isa="native"):
+        runs.append((seed, threads, isa))
+        return _summary(seed, threads, _result("04_multichannel_egnn", [("claim A", True, 1.5)]))
+
+    monkeypatch.setattr(robustness, "run_setting", fake_run_setting)
+    monkeypatch.setattr(robustness, "machine_info", lambda: {**META, "gpu": "no GPU"})
+    md = tmp_path / "r.md"
+    assert robustness.main(["--out", str(tmp_path / "o"), "--md", str(md), "--seeds", "0", "--threads", "1",
+                            "--isa", "native", "avx2"]) == 0
+    assert runs == [(0, 1, "native"), (0, 1, "avx2")]
+    store = json.loads((tmp_path / "o" / "robustness.json").read_text())
+    assert set(store["chapters"]["04_multichannel_egnn"]) == {"seed0-threads1", "seed0-threads1-avx2"}
+    assert store["chapters"]["04_multichannel_egnn"]["seed0-threads1-avx2"]["isa"] == "avx2"
+    assert "| chapter | claim | seed 0, 1 thr | seed 0, 1 thr, AVX2 |" in md.read_text()
 
 
 @pytest.mark.parametrize("value, text", [(0.012345, "0.0123"), (3, "3"), (True, "True"), ("yes", "yes"),
