@@ -318,7 +318,6 @@ class FitResult:
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
 
-@torch.no_grad()
 def smoke_cap(n: int | None, cap: int) -> int | None:
     """How many items (systems, molecules, structures, images) a loader takes: ``n`` (None: all), or at most
     ``cap`` in a smoke run (`symviz run --smoke`), where full mode's code path matters, not its data's size.
