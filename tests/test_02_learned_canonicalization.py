@@ -714,3 +714,62 @@ def test_conclude_records_the_nbody_and_symmetric_input_claims(monkeypatch, caps
         conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, **{**kw, "nbody_mse": {"gnn": [0.1, 0.1]}})
     with pytest.raises(ValueError, match="jumps lacks"):
         conclude(acc, inv, pts, pinv, {"learned": 8.0, "PCA": 120.0}, **{**kw, "jumps": {}})
+
+
+# ---------------------------------------------------------------- speed paths: same numbers as the plain ones
+
+def test_channels_last_max_pool_gives_the_values_and_gradients_of_max_pool2d():
+    """symviz.nn.gcnn.max_pool2d pools in the channels-last layout: same values, and every gradient goes to the same
+    input as F.max_pool2d's, ties included (constant patches, like the background of a digit, tie everywhere)."""
+    import torch.nn.functional as F
+
+    from symviz.nn.gcnn import MaxPool2d, max_pool2d
+    g = torch.Generator().manual_seed(3)
+    for shape in [(8, 4, 12, 12), (5, 3, 6, 6), (2, 1, 4, 4)]:
+        x = torch.relu(torch.randn(*shape, generator=g))
+        x[:, :, :4, :4] = 0.25                                         # exact ties
+        a, b, c = (x.clone().requires_grad_() for _ in range(3))
+        w = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=g)
+        ya, yb, yc = F.max_pool2d(torch.relu(a), 2), max_pool2d(torch.relu(b), 2), MaxPool2d(2)(torch.relu(c))
+        for y, t in ((ya, a), (yb, b), (yc, c)):
+            (y * w).sum().backward()
+        assert torch.equal(ya, yb) and torch.equal(ya, yc) and yb.is_contiguous()
+        assert torch.equal(a.grad, b.grad) and torch.equal(a.grad, c.grad) and b.grad.is_contiguous()
+
+
+@pytest.mark.parametrize("kind", ["image", "nbody"])
+def test_training_uses_foreach_adam_with_the_numbers_of_the_default_adam(kind):
+    """train_classifier / train_nbody_model step with the multi-tensor Adam: bit for bit the default CPU Adam."""
+    from symviz.chapters.ch02_learned_canonicalization import experiments as ex
+    from symviz.train import fit
+
+    def default_adam_fit(model, loss_fn, loader, *, optimizer, **kw):
+        group = optimizer.param_groups[0]
+        assert group["foreach"] is True
+        return fit(model, loss_fn, loader, lr=group["lr"], weight_decay=group["weight_decay"], **kw)
+
+    def trained(fit_fn):
+        torch.manual_seed(0)
+        if kind == "image":
+            x, y = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(40) % 3
+            model = make_image_model("learned", 3, hidden=4, canon_hidden=4)
+            ex.fit, old = fit_fn, ex.fit
+            try:
+                train_classifier(model, x, y, epochs=2, batch_size=16, device="cpu")
+            finally:
+                ex.fit = old
+        else:
+            g = torch.Generator().manual_seed(1)
+            data = {k: torch.randn(20, 4, 3, generator=g) for k in ("loc", "vel", "target")}
+            data["charges"] = torch.sign(torch.randn(20, 4, 1, generator=g))
+            model = ex.make_nbody_model("learned", hidden=8, n_layers=2, canon_hidden=8)
+            ex.fit, old = fit_fn, ex.fit
+            try:
+                ex.train_nbody_model(model, data, epochs=2, lr=3e-3, batch_size=10, device="cpu")
+            finally:
+                ex.fit = old
+        return [p.detach().clone() for p in model.parameters()]
+
+    from symviz.train import fit as fit_foreach
+    for a, b in zip(trained(fit_foreach), trained(default_adam_fit)):
+        assert torch.equal(a, b)

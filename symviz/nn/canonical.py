@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from symviz.groups import rot90_image, rotate_image
+from symviz.nn.gcnn import MaxPool2d
 
 __all__ = [
     "CanonicalizationResult", "straight_through_onehot", "rotate_images_cn", "canonicalize_cn", "CnImageCanonicalizer",
@@ -209,7 +210,7 @@ class CnImageCanonicalizer(_ImageCanonicalizerBase):
         pad = kernel_size // 2
         self.phi = nn.Sequential(
             nn.AvgPool2d(pool) if pool > 1 else nn.Identity(),
-            nn.Conv2d(in_channels, hidden, kernel_size, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, hidden, kernel_size, padding=pad), nn.ReLU(), MaxPool2d(2),
             nn.Conv2d(hidden, hidden, kernel_size, padding=pad), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
             nn.Linear(hidden, hidden),   # the last 1x1 convolution, applied after the (commuting) spatial mean
