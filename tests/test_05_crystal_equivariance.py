@@ -205,6 +205,21 @@ def test_orbit_linear_commutes_with_the_group_and_only_with_it(hcp):
     assert sum(p.numel() for p in layer.parameters()) == (po.max() + 1) * 3 * 4 + 4
 
 
+def test_orbit_linear_is_the_orbit_basis_formula(hcp):
+    # forward uses the basis stacked as (n*K, n) and one Linear(K*in, out): the same map as the definition
+    # y_i = b + sum_o sum_j A[o, i, j] h_j W_o, with and without batch dimensions
+    atoms, _, perms = hcp
+    po = C.pair_orbits(perms)
+    torch.manual_seed(0)
+    layer = OrbitLinear(po, 3, 5).double()
+    A = orbit_basis(po)
+    for shape in ((len(atoms), 3), (2, len(atoms), 3), (2, 4, len(atoms), 3)):
+        h = torch.randn(*shape, dtype=torch.float64)
+        ref = torch.einsum("kij,...jc,kcd->...id", A, h, layer.weight) + layer.bias
+        assert layer(h).shape == ref.shape and torch.allclose(layer(h), ref, atol=1e-12)
+    assert "_stacked" not in layer.state_dict()          # derived from basis, not saved
+
+
 def test_orbit_linear_init_follows_the_papers_code(hcp):
     # the paper's LinearEquiv draws tied weights and biases like nn.Linear: U(+-1/sqrt(fan_in)); here the
     # layer is a Linear on the K orbit means, fan_in = K * in_dim. Pin the scale (a 1.7x larger randn init
@@ -275,6 +290,23 @@ def test_fit_alloy_model_without_hold_out(hcp):
     assert len(r.history) == 5 and "val_loss" not in r.history   # every configuration trains, final weights kept
     with pytest.raises(ValueError, match="val_fraction"):
         fit_alloy_model(OccupancyMLP(len(atoms)), x, y, steps=5, val_fraction=1.0)
+
+
+def test_fit_alloy_model_batches_are_the_dataloaders():
+    # fit_alloy_model cuts its batches from the tensors: the same batches, in the same order, epoch after
+    # epoch, as DataLoader(TensorDataset(x, y), shuffle=True, generator=...) draws (results unchanged)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from symviz.chapters.ch05_crystal_equivariance.experiments import _ShuffledBatches
+
+    for N, bs in ((8, 32), (32, 32), (64, 32), (50, 16)):
+        x, y = torch.randn(N, 5), torch.randn(N)
+        ref = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(3))
+        ours = _ShuffledBatches(x, y, bs, 3)
+        assert len(ours) == len(ref)
+        for _ in range(3):
+            a, b = list(ref), list(ours)
+            assert len(a) == len(b) and all(torch.equal(u[0], v[0]) and torch.equal(u[1], v[1]) for u, v in zip(a, b))
 
 
 def test_orbit_cgcnn_runs_and_ablation_zeroes_orbits(matbench_small):

@@ -103,7 +103,10 @@ class OrbitLinear(nn.Module):
                 raise ValueError(f"OrbitLinear: {name} must be a positive int, got {v!r}")
         basis = orbit_basis(pair_orbits, normalize=normalize)
         self.register_buffer("basis", basis.float())
-        K = basis.shape[0]
+        K, n = basis.shape[0], basis.shape[1]
+        # the same matrices stacked as rows (i, o): one matrix product gives every site's K orbit means
+        # (derived from ``basis``, not saved in the state dict)
+        self.register_buffer("_stacked", basis.float().permute(1, 0, 2).reshape(n * K, n).contiguous(), persistent=False)
         self.in_dim, self.out_dim = in_dim, out_dim
         self.weight = nn.Parameter(torch.empty(K, in_dim, out_dim))
         self.bias = nn.Parameter(torch.empty(out_dim))
@@ -129,9 +132,12 @@ class OrbitLinear(nn.Module):
         if h.ndim < 2 or h.shape[-2] != self.n_sites or h.shape[-1] != self.in_dim:
             raise ValueError(f"OrbitLinear: h must be (..., n_sites={self.n_sites}, in_dim={self.in_dim}), "
                              f"got {tuple(h.shape)}")
-        basis = self.basis.to(h.dtype)
-        msgs = torch.einsum("kij,...jc->...kic", basis, h)            # mean over j in each orbit
-        return torch.einsum("...kic,kcd->...id", msgs, self.weight.to(h.dtype)) + self.bias.to(h.dtype)
+        K, n = self.weight.shape[0], self.n_sites
+        means = torch.matmul(self._stacked.to(h.dtype), h)                # (..., n*K, in): mean over j in each orbit
+        # = einsum("kij,...jc,kcd->...id", basis, h, weight) as two plain matrix products (~1.5x faster than
+        # the einsums, which permute and copy their operands): a Linear(K*in, out) on each site's K orbit means
+        means = means.reshape(*h.shape[:-2], n, K * self.in_dim)
+        return means @ self.weight.to(h.dtype).reshape(K * self.in_dim, self.out_dim) + self.bias.to(h.dtype)
 
 
 class CrystalEquivariantNet(nn.Module):
@@ -263,7 +269,10 @@ class SupercellCGCNN(nn.Module):
             ue = u @ W[:, 2 * D:].T + b                                # (E, 2D)
             if dense:   # edges as an (n, M) table: the centre term broadcasts, no scatter
                 n, M = self.neighbors.shape
-                z = (h @ W[:, :D].T)[:, :, None] + (h @ W[:, D:2 * D].T)[:, self.neighbors] + ue.reshape(n, M, -1)
+                # index_select, not h[:, neighbors]: the same gather, and its backward is an index_add_
+                # (advanced indexing's is a slower accumulating index_put_)
+                nb = (h @ W[:, D:2 * D].T).index_select(1, self.neighbors.reshape(-1)).reshape(*h.shape[:-2], n, M, -1)
+                z = (h @ W[:, :D].T)[:, :, None] + nb + ue.reshape(n, M, -1)
             else:
                 z = (h @ W[:, :D].T)[:, i] + (h @ W[:, D:2 * D].T)[:, j] + ue
             if not isinstance(conv.bn_edge, nn.Identity):
