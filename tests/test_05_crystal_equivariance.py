@@ -292,23 +292,6 @@ def test_fit_alloy_model_without_hold_out(hcp):
         fit_alloy_model(OccupancyMLP(len(atoms)), x, y, steps=5, val_fraction=1.0)
 
 
-def test_fit_alloy_model_batches_are_the_dataloaders():
-    # fit_alloy_model cuts its batches from the tensors: the same batches, in the same order, epoch after
-    # epoch, as DataLoader(TensorDataset(x, y), shuffle=True, generator=...) draws (results unchanged)
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from symviz.chapters.ch05_crystal_equivariance.experiments import _ShuffledBatches
-
-    for N, bs in ((8, 32), (32, 32), (64, 32), (50, 16)):
-        x, y = torch.randn(N, 5), torch.randn(N)
-        ref = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(3))
-        ours = _ShuffledBatches(x, y, bs, 3)
-        assert len(ours) == len(ref)
-        for _ in range(3):
-            a, b = list(ref), list(ours)
-            assert len(a) == len(b) and all(torch.equal(u[0], v[0]) and torch.equal(u[1], v[1]) for u, v in zip(a, b))
-
-
 def test_orbit_cgcnn_runs_and_ablation_zeroes_orbits(matbench_small):
     from symviz.data.crystal_graph import GRAPH_TENSORS, collate_graphs
 

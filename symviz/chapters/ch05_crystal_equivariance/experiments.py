@@ -30,9 +30,7 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
     :class:`~symviz.nn.crystal.CrystalEquivariantNet`; others are left as they are).
     Returns :class:`symviz.train.FitResult`.
     """
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from symviz.train import fit
+    from symviz.train import TensorBatches, fit
 
     if occupancy.ndim != 2 or energy.shape != (occupancy.shape[0],):
         raise ValueError(f"fit_alloy_model: need occupancy (N, n) and energy (N,), got {tuple(occupancy.shape)} "
@@ -70,40 +68,10 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
 
     if zero_readout:
         start_readout_at_mean(model, float(energy[tr].mean()) / occupancy.shape[1])
-    train_loader = _ShuffledBatches(x[tr], y[tr], batch_size=batch_size, seed=seed)
-    val_loader = DataLoader(TensorDataset(x[val], y[val]), batch_size=512) if n_val else None
+    train_loader = TensorBatches(x[tr], y[tr], batch_size=batch_size, seed=seed)   # one gather per batch, no collate
+    val_loader = TensorBatches(x[val], y[val], batch_size=512, shuffle=False) if n_val else None
     return fit(model, loss_fn, train_loader, val_loader, epochs=epochs, lr=lr, seed=seed, device=device,
                patience=patience, progress=False, desc=type(model).__name__)
-
-
-class _ShuffledBatches:
-    """The batches of ``DataLoader(TensorDataset(x, y), batch_size, shuffle=True, generator=Generator().manual_seed(seed))``,
-    the same ones in the same order, cut from the tensors with one gather per batch.
-
-    A ``DataLoader`` indexes and collates its batch example by example and builds an iterator every epoch; with a
-    tiny training set an epoch is one step and that bookkeeping cost about as much as the step of the small models
-    here. Each epoch draws from the generator exactly what the ``DataLoader`` draws (its iterator's base seed, an
-    int64, the sampler's ``randperm``, and the empty remainder's one), so results are unchanged (tested against the ``DataLoader``).
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"fit_alloy_model: batch_size must be a positive int, got {batch_size!r}")
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
-
-    def __iter__(self):
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)   # the DataLoader iterator's base seed
-        order = torch.randperm(len(self.x), generator=self.generator)
-        for k in range(0, len(order), self.batch_size):
-            idx = order[k:k + self.batch_size]
-            yield self.x[idx], self.y[idx]
-        # the sampler, exhausted, draws one more permutation and yields none of it (RandomSampler's remainder of
-        # num_samples % n; torch 2.x): drawn here too, so the next epoch starts from the same generator state
-        torch.randperm(len(self.x), generator=self.generator)
 
 
 @torch.no_grad()
