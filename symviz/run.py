@@ -173,6 +173,60 @@ def _code_cells(nb: Path) -> int:
     return sum(c.cell_type == "code" and bool(c.source.strip()) for c in cells)
 
 
+_ENGINE = "symviz"   # papermill engine name registered by _register_engine()
+AUTOSAVE_S = 30      # seconds between writes of the output notebook while a chapter runs
+
+
+def _register_engine() -> str:
+    """Register papermill's nbclient engine with fewer writes of the output notebook; return its name.
+
+    Papermill rewrites the whole output notebook before and after every cell (markdown ones too): ~90
+    writes of a notebook that grows to several MB of figures, about 3 s of a 40 s chapter on this
+    project's CPUs (``benchmarks/profile.md``). This engine writes it when the run starts, at most every
+    ``AUTOSAVE_S`` seconds while it runs (so a long cell's progress still reaches the disk) and when it
+    ends, failed or not; the cells, their outputs and their metadata (papermill's per-cell durations) are
+    the same.
+    """
+    from datetime import timedelta
+
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+
+    class FewerSaves(NotebookExecutionManager):
+        final = False
+
+        def save(self, force: bool = False, **kwargs) -> None:
+            due = self.now() - self.last_save_time >= timedelta(seconds=self.autosave_cell_every)
+            if force or self.final or due:
+                super().save(**kwargs)
+
+        def notebook_start(self, **kwargs) -> None:
+            super().notebook_start(**kwargs)
+            self.save(force=True)
+
+        def notebook_complete(self, **kwargs) -> None:
+            self.final = True
+            super().notebook_complete(**kwargs)
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
+                             autosave_cell_every=None, **kwargs):
+            # papermill's Engine.execute_notebook with our execution manager
+            every = AUTOSAVE_S if autosave_cell_every is None else autosave_cell_every
+            nb_man = FewerSaves(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                                autosave_cell_every=every)
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    papermill_engines.register(_ENGINE, Engine)
+    return _ENGINE
+
+
 def _one(nb: Path, out: Path, scale: str, device: str, timeout: float | None, seed: int = 0,
          threads: int | None = None, progress: TextIO | None = None) -> dict:
     """Execute one chapter (runs in a child process so that its peak memory is measured alone).
@@ -213,7 +267,7 @@ def _one(nb: Path, out: Path, scale: str, device: str, timeout: float | None, se
             parameters={"SCALE": scale, "DEVICE": device, "SEED": seed, "REPORT_PATH": str(report_path.resolve())},
             cwd=str(nb.parent), kernel_name="python3", progress_bar=False, log_output=False,
             execution_timeout=timeout, request_save_on_cell_execute=False,
-            extra_arguments=["--ext=symviz.run"], **hooks,
+            extra_arguments=["--ext=symviz.run"], engine_name=_register_engine(), **hooks,
         )
     except pm.PapermillExecutionError as err:
         # papermill inserts one "injected-parameters" cell: count cells as the learner sees them

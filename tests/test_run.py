@@ -124,6 +124,43 @@ def test_out_inside_notebooks_is_refused(tmp_path):
         run.run_chapters(notebooks=nbs, out=nbs / "build", verbose=False)
 
 
+# --- fewer writes of the output notebook ----------------------------------------------------------------------
+
+def test_engine_writes_the_output_at_start_end_and_every_autosave_interval(tmp_path, monkeypatch):
+    """papermill writes the whole notebook before and after every cell; symviz's engine at the start, at most
+    every AUTOSAVE_S seconds, and at the end, with the same outputs and per-cell metadata."""
+    import papermill as pm
+    import papermill.engines as engines
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# title")] + [nbformat.v4.new_code_cell(f"print({k})") for k in range(4)]
+    nb.cells.append(nbformat.v4.new_code_cell("import time; time.sleep(0.6); print('slow')"))
+    nb.cells.append(nbformat.v4.new_code_cell("print('after')"))
+    src, dest = tmp_path / "six.ipynb", tmp_path / "out" / "six.ipynb"
+    dest.parent.mkdir()
+    nbformat.write(nb, src)
+    writes = []
+    real = engines.write_ipynb
+
+    def counting(nb_node, path):
+        writes.append(len([c for c in nb_node.cells if c.get("outputs")]))
+        real(nb_node, path)
+
+    monkeypatch.setattr(engines, "write_ipynb", counting)
+    monkeypatch.setattr(run, "AUTOSAVE_S", 0.5)
+    pm.execute_notebook(str(src), str(dest), kernel_name="python3", progress_bar=False,
+                        engine_name=run._register_engine())
+    # the start (nothing run yet), the end, and in between only where 0.5 s had passed since the last write: after
+    # the slow cell, perhaps also at the first cell (the kernel's start-up), never 2 per cell (papermill: 16 writes)
+    assert writes[0] == 0 and writes[-1] == 6 and 5 in writes and len(writes) <= 4, writes
+    out = nbformat.read(dest, as_version=4)
+    code = [c for c in out.cells if c.cell_type == "code"]
+    assert [c.outputs[0]["text"].strip() for c in code] == ["0", "1", "2", "3", "slow", "after"]
+    assert all(c.metadata.papermill["duration"] is not None for c in code)
+    assert code[4].metadata.papermill["duration"] >= 0.6
+
+
 # --- --seed and --threads reach the kernel ------------------------------------------------------------------
 
 def test_seed_and_threads_reach_the_kernel(executed):
