@@ -483,7 +483,8 @@ def fit(
         val_loader: optional; enables ``val_loss``, early stopping (``patience`` epochs) and
             restoring the best weights at the end.
         lr, weight_decay: for an optimizer given by name; default ``1e-3`` and ``0``.
-        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a ready optimizer, which carries its
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9; all three with the multi-tensor update on a
+            CPU, bit-identical to PyTorch's default there and faster for small models) or a ready optimizer, which carries its
             own learning rate and weight decay: passing ``lr`` or ``weight_decay`` with one is a ValueError.
         scheduler: ``None`` or ``"cosine"`` (cosine decay over ``epochs``).
         device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
@@ -553,14 +554,18 @@ def fit(
         seed_everything(seed)
     model.to(dev)
 
+    # the multi-tensor ("foreach") update on a CPU too, where PyTorch defaults to one tensor at a time: the same
+    # arithmetic, bit for bit (tested), without a dozen Python-dispatched operations per parameter tensor and step,
+    # a sizeable share of a small model's step. Elsewhere PyTorch's own default (foreach on CUDA).
+    foreach = True if dev.type == "cpu" else None
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
     elif optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=foreach)
     elif optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=foreach)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, foreach=foreach)
     else:
         raise ValueError(f"optimizer must be 'adam', 'adamw', 'sgd' or a torch optimizer, got {optimizer!r}")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if scheduler == "cosine" else None

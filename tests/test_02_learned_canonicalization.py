@@ -738,38 +738,30 @@ def test_channels_last_max_pool_gives_the_values_and_gradients_of_max_pool2d():
 
 
 @pytest.mark.parametrize("kind", ["image", "nbody"])
-def test_training_uses_foreach_adam_with_the_numbers_of_the_default_adam(kind):
-    """train_classifier / train_nbody_model step with the multi-tensor Adam: bit for bit the default CPU Adam."""
+def test_training_uses_fits_named_adam_with_the_chapters_recipe(kind, monkeypatch):
+    """train_classifier / train_nbody_model pass Adam by name to fit, which steps with the multi-tensor update
+    (bit for bit PyTorch's CPU default: tests/test_train_report.py), with the recipe's learning rate and decay."""
     from symviz.chapters.ch02_learned_canonicalization import experiments as ex
-    from symviz.train import fit
 
-    def default_adam_fit(model, loss_fn, loader, *, optimizer, **kw):
-        group = optimizer.param_groups[0]
-        assert group["foreach"] is True
-        return fit(model, loss_fn, loader, lr=group["lr"], weight_decay=group["weight_decay"], **kw)
+    calls = []
+    real_fit = ex.fit
 
-    def trained(fit_fn):
-        torch.manual_seed(0)
-        if kind == "image":
-            x, y = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(40) % 3
-            model = make_image_model("learned", 3, hidden=4, canon_hidden=4)
-            ex.fit, old = fit_fn, ex.fit
-            try:
-                train_classifier(model, x, y, epochs=2, batch_size=16, device="cpu")
-            finally:
-                ex.fit = old
-        else:
-            g = torch.Generator().manual_seed(1)
-            data = {k: torch.randn(20, 4, 3, generator=g) for k in ("loc", "vel", "target")}
-            data["charges"] = torch.sign(torch.randn(20, 4, 1, generator=g))
-            model = ex.make_nbody_model("learned", hidden=8, n_layers=2, canon_hidden=8)
-            ex.fit, old = fit_fn, ex.fit
-            try:
-                ex.train_nbody_model(model, data, epochs=2, lr=3e-3, batch_size=10, device="cpu")
-            finally:
-                ex.fit = old
-        return [p.detach().clone() for p in model.parameters()]
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
 
-    from symviz.train import fit as fit_foreach
-    for a, b in zip(trained(fit_foreach), trained(default_adam_fit)):
-        assert torch.equal(a, b)
+    monkeypatch.setattr(ex, "fit", spy)
+    torch.manual_seed(0)
+    if kind == "image":
+        x, y = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(40) % 3
+        train_classifier(make_image_model("learned", 3, hidden=4, canon_hidden=4), x, y, epochs=1, lr=2e-3,
+                         batch_size=16, device="cpu")
+        expected = {"optimizer": "adam", "lr": 2e-3}
+    else:
+        g = torch.Generator().manual_seed(1)
+        data = {k: torch.randn(20, 4, 3, generator=g) for k in ("loc", "vel", "target")}
+        data["charges"] = torch.sign(torch.randn(20, 4, 1, generator=g))
+        ex.train_nbody_model(ex.make_nbody_model("learned", hidden=8, n_layers=2, canon_hidden=8), data, epochs=1,
+                             lr=3e-3, batch_size=10, device="cpu")
+        expected = {"optimizer": "adam", "lr": 3e-3, "weight_decay": 1e-12, "scheduler": "cosine"}
+    assert len(calls) == 1 and {k: calls[0].get(k) for k in expected} == expected

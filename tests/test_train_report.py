@@ -116,7 +116,35 @@ def test_an_optimizer_by_name_gets_lr_1e3_and_no_weight_decay_by_default(monkeyp
     monkeypatch.setattr(torch.optim, "Adam", SpyAdam)
     train.fit(torch.nn.Linear(4, 1), _loss, _data(), epochs=1, progress=False)
     train.fit(torch.nn.Linear(4, 1), _loss, _data(), epochs=1, lr=0.2, weight_decay=0.1, progress=False)
-    assert made == [{"lr": 1e-3, "weight_decay": 0.0}, {"lr": 0.2, "weight_decay": 0.1}]
+    assert made == [{"lr": 1e-3, "weight_decay": 0.0, "foreach": True}, {"lr": 0.2, "weight_decay": 0.1, "foreach": True}]
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizers_by_name_use_the_multi_tensor_update_with_the_numbers_of_the_default_one(name):
+    """On a CPU fit's named optimizers take PyTorch's multi-tensor (foreach) update: bit for bit the weights that
+    PyTorch's CPU default (one tensor at a time) gives, weight decay, momentum and batch norm included."""
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+    extra = {"momentum": 0.9} if name == "sgd" else {}
+
+    def trained(use_fit):
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.SiLU(), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 1))
+        if use_fit:
+            res = train.fit(m, _loss, _data(), epochs=3, optimizer=name, lr=3e-3, weight_decay=1e-2, progress=False,
+                            device="cpu")
+            assert res.model is m
+        else:
+            opt = cls(m.parameters(), lr=3e-3, weight_decay=1e-2, foreach=False, **extra)
+            loader = _data()
+            for _ in range(3):
+                for batch in loader:
+                    opt.zero_grad(set_to_none=True)
+                    _loss(m, batch).backward()
+                    opt.step()
+        return [p.detach().clone() for p in m.parameters()]
+
+    a, b = trained(True), trained(False)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def _rng_states():

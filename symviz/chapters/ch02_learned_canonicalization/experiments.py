@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from symviz.data.rotated_images import random_rot90
-from symviz.train import TensorBatches, accuracy, fit, resolve_device
+from symviz.train import TensorBatches, accuracy, fit
 from symviz.nn.canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCanonicalizer, PCAFrameCanonicalizer,
                         PointFrameCanonicalizer, PointNetClassifier)
 from symviz.nn.canonical import (CanonicalizedNBodyModel, FrameAveragedNBodyModel, NBodyFrameCanonicalizer, NBodyGNN,
@@ -98,17 +98,6 @@ def make_pointset_model(kind: str, n_classes: int, hidden: int = 64, canon_hidde
     return CanonicalizedModel(PointFrameCanonicalizer(canon_hidden, "SO(3)", frame=_plain(frame)), backbone)
 
 
-def _adam(model: nn.Module, device, lr: float, weight_decay: float = 0.0) -> tuple[torch.optim.Optimizer, torch.device]:
-    """Adam over ``model``'s parameters, with the model moved to ``device`` first; returns ``(optimizer, device)``.
-
-    The multi-tensor (``foreach``) update: the same arithmetic as the one-tensor-at-a-time loop PyTorch uses on a
-    CPU by default (bit for bit, tested), without its dozen Python-dispatched operations per parameter and step,
-    a sizeable share of a step of the chapter's small models."""
-    dev = resolve_device(device)
-    model.to(dev)
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True), dev
-
-
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, lr: float = 3e-3,
                      batch_size: int = 64, seed: int = 0, device: str = "auto",
                      augment: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False):
@@ -126,9 +115,8 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
             xb = augment(xb)
         return F.cross_entropy(m(xb), yb)
 
-    opt, dev = _adam(model, device, lr)
-    return fit(model, loss_fn, loader, epochs=epochs, optimizer=opt, seed=seed, device=dev, progress=progress,
-               desc=type(model).__name__)
+    return fit(model, loss_fn, loader, epochs=epochs, optimizer="adam", lr=lr, seed=seed, device=device,
+               progress=progress, desc=type(model).__name__)
 
 
 def se3_invariance_error(model: nn.Module, x: torch.Tensor, trials: int = 5, seed: int = 0) -> float:
@@ -214,9 +202,8 @@ def train_nbody_model(model: nn.Module, train: dict, *, epochs: int = 20, lr: fl
     """
     tensors = _nbody_split(train, "train")
     loader = TensorBatches(*tensors, batch_size=batch_size, seed=seed)
-    opt, dev = _adam(model, device, lr, weight_decay)
-    return fit(model, _position_mse, loader, epochs=epochs, optimizer=opt, scheduler="cosine", seed=seed, device=dev,
-               progress=progress, desc=type(model).__name__)
+    return fit(model, _position_mse, loader, epochs=epochs, optimizer="adam", lr=lr, weight_decay=weight_decay,
+               scheduler="cosine", seed=seed, device=device, progress=progress, desc=type(model).__name__)
 
 
 @torch.no_grad()
