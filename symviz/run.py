@@ -127,6 +127,20 @@ def _check_timeout(value) -> float | None:
     return float(value)
 
 
+# jsonschema, which nbformat imports (papermill does in every chapter's child process, and plotly's notebook
+# renderer in the kernel at a chapter's first figure), loads the optional package ``rfc3987_syntax`` at import
+# for its "iri" format checks, and that package builds a grammar parser: 1.1-1.4 s of every chapter on this
+# project's CPUs. Notebook validation never checks that format (nbformat's schemas use no "format" keyword), so
+# a batch run tells Python the package is absent; jsonschema then simply has no "iri" checker. Interactive
+# sessions (JupyterLab) are left alone.
+SKIPPED_OPTIONAL_IMPORTS = ("rfc3987_syntax",)
+
+
+def _skip_slow_optional_imports() -> None:
+    for name in SKIPPED_OPTIONAL_IMPORTS:
+        sys.modules.setdefault(name, None)   # `import name` now raises ImportError, which jsonschema expects
+
+
 # --- inside the kernel ---------------------------------------------------------------------------------
 
 def load_ipython_extension(ipython) -> None:
@@ -134,8 +148,10 @@ def load_ipython_extension(ipython) -> None:
 
     With ``SYMVIZ_TORCH_THREADS=N`` torch gets N intra-op threads and keeps them: the chapter's own
     ``torch.set_num_threads`` calls are ignored, so ``--threads`` means what it says. With
-    ``SYMVIZ_KERNEL_REPORT=path`` the thread count torch reports is written there after every cell.
+    ``SYMVIZ_KERNEL_REPORT=path`` the thread count torch reports is written there after every cell. Optional
+    imports that only cost time (:data:`SKIPPED_OPTIONAL_IMPORTS`) are skipped.
     """
+    _skip_slow_optional_imports()
     pinned = os.environ.get(_THREADS_ENV)
     if pinned:
         import torch
@@ -602,6 +618,7 @@ def _child_main(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float)
     p.add_argument("--progress", action="store_true")
     a = p.parse_args(argv)
+    _skip_slow_optional_imports()
     # fd 1 is the channel to the parent: keep a private copy of it and send everything else that writes to
     # fd 1 (the kernel inherits it, C libraries print to it) to stderr instead
     channel = os.fdopen(os.dup(1), "w", buffering=1)

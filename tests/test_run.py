@@ -161,6 +161,25 @@ def test_engine_writes_the_output_at_start_end_and_every_autosave_interval(tmp_p
     assert code[4].metadata.papermill["duration"] >= 0.6
 
 
+IMPORTS = ("import sys\nimport nbformat, jsonschema\nimport plotly.graph_objects as go\n"
+           "go.Figure(go.Scatter(x=[0, 1], y=[1, 0])).show()\n"
+           "nbformat.validate(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x = 1')]))\n"
+           "from symviz import report\nreport.start('14_imports', REPORT_PATH)\n"
+           "report.claim('rfc3987_syntax skipped', 'rfc3987_syntax' in sys.modules and sys.modules['rfc3987_syntax'] is None)\n"
+           "report.claim('no iri checker', 'iri' not in jsonschema.FormatChecker.checkers)")
+
+
+def test_batch_runs_skip_the_slow_optional_import_and_notebooks_still_validate(tmp_path):
+    """symviz run's kernel (and child) skip rfc3987_syntax (1.1-1.4 s at jsonschema's import, which nbformat and
+    plotly's notebook renderer trigger); a plotly figure still shows and nbformat still validates notebooks."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _chapter(nbs, "14_imports", IMPORTS)
+    assert run.main(["run", "--notebooks", str(nbs), "--out", str(tmp_path / "b"), "--no-html"]) == 0
+    chapter = json.loads((tmp_path / "b" / "results.json").read_text())["chapters"][0]
+    assert chapter["status"] == "ok" and all(c["holds"] for c in chapter["claims"]), chapter
+
+
 # --- --seed and --threads reach the kernel ------------------------------------------------------------------
 
 def test_seed_and_threads_reach_the_kernel(executed):
