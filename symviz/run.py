@@ -197,8 +197,8 @@ def _register_engine() -> str:
     """Register papermill's nbclient engine with fewer writes of the output notebook; return its name.
 
     Papermill rewrites the whole output notebook before and after every cell (markdown ones too): ~90
-    writes of a notebook that grows to several MB of figures, about 3 s of a 40 s chapter on this
-    project's CPUs (``benchmarks/profile.md``). This engine writes it when the run starts, at most every
+    writes of a notebook that grows to several MB of figures, 1-2 s of a chapter on this project's CPUs
+    (``benchmarks/profile.md``). This engine writes it when the run starts, at most every
     ``AUTOSAVE_S`` seconds while it runs (so a long cell's progress still reaches the disk) and when it
     ends, failed or not; the cells, their outputs and their metadata (papermill's per-cell durations) are
     the same.

@@ -356,7 +356,7 @@ def _prior_towards(s, k):
     (lambda l, y, s, b: b * torch.nn.functional.cross_entropy(l, y) + _prior_towards(s, 0), "β multiplies the task loss"),
     (lambda l, y, s, b: torch.nn.functional.cross_entropy(l, y) + _prior_towards(s, 0), "β is missing"),
     (lambda l, y, s, b: torch.nn.functional.cross_entropy(l, y) - b * torch.log_softmax(s, 1)[:, 0].sum(), "summed"),
-    (lambda l, y, s, b: torch.tensor(float(torch.nn.functional.cross_entropy(l, y) + b * _prior_towards(s, 0))),
+    (lambda l, y, s, b: (torch.nn.functional.cross_entropy(l, y) + b * _prior_towards(s, 0)).detach().clone(),
      "no gradient"),
 ])
 def test_check_adaptation_objective_rejects_plausible_mistakes(objective, message):
