@@ -17,9 +17,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import importlib
+import io
 import os
+import pickle
 import random
+import select
+import signal
+import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +37,7 @@ import torch
 
 __all__ = ["usable_cores", "resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
            "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager",
-           "smoke_steps", "smoke_cap", "SMOKE_ENV", "SMOKE_BATCH"]
+           "smoke_steps", "smoke_cap", "SMOKE_ENV", "SMOKE_BATCH", "parallel_runs", "run_workers", "WORKERS_ENV"]
 
 SMOKE_ENV = "SYMVIZ_SMOKE"
 """Set by ``symviz run --smoke`` to the number of optimizer steps each training may take (see :func:`smoke_steps`)."""
@@ -217,6 +224,162 @@ def chapter_threads(scale: str, quick_default: int | None = 1) -> int:
     if scale == "quick" and quick_default is not None:
         torch.set_num_threads(min(quick_default, usable_cores()))
     return torch.get_num_threads()
+
+
+WORKERS_ENV = "SYMVIZ_WORKERS"
+"""Overrides how many processes :func:`parallel_runs` uses (``1``: run the jobs one after another)."""
+
+_IN_WORKER = False   # set in a worker process: a job that calls parallel_runs again runs its jobs in sequence
+
+
+def run_workers() -> int:
+    """How many processes :func:`parallel_runs` uses: ``$SYMVIZ_WORKERS`` if set, else one per free core,
+    ``usable_cores() // torch.get_num_threads()`` (so 1 on a one-core Binder, and 1 when the chapter already
+    gives every core to torch's threads).
+
+    >>> import os
+    >>> os.environ[WORKERS_ENV] = "3"; run_workers()
+    3
+    >>> del os.environ[WORKERS_ENV]; run_workers() >= 1
+    True
+    """
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if raw:
+        return _positive_int(raw, f"${WORKERS_ENV}={raw!r}: expected a positive number of worker processes, "
+                                  f"e.g. {WORKERS_ENV}=1 to run trainings one after another")
+    return max(1, usable_cores() // max(1, torch.get_num_threads()))
+
+
+def _can_fork() -> tuple[bool, str]:
+    if _IN_WORKER:
+        return False, "already in a worker"
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False, f"no safe fork on {sys.platform}"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return False, "CUDA is initialised (a forked process cannot use it)"
+    return True, ""
+
+
+def _run_in_child(job: Callable[[], Any], write_fd: int, threads: int) -> None:
+    """Body of a forked worker: run ``job`` with its output captured, send the pickled outcome, exit."""
+    global _IN_WORKER
+    _IN_WORKER = True
+    status = 1
+    try:
+        out = io.StringIO()
+        try:
+            getattr(torch.set_num_threads, "__wrapped__", torch.set_num_threads)(threads)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), \
+                    warnings.catch_warnings(record=True) as caught:
+                result = job()
+        except BaseException:   # noqa: BLE001 - the parent runs the job again, so the error surfaces there
+            payload = pickle.dumps(("error", traceback.format_exc(), "", []), pickle.HIGHEST_PROTOCOL)
+        else:
+            try:
+                payload = pickle.dumps(("ok", result, out.getvalue(), [(str(w.message), w.category) for w in caught]),
+                                       pickle.HIGHEST_PROTOCOL)
+            except Exception as err:   # noqa: BLE001 - e.g. a model holding a lambda
+                payload = pickle.dumps(("unpicklable", f"{type(err).__name__}: {err}", "", []), pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(payload)
+        status = 0
+    finally:
+        os._exit(status)   # never return into the parent's code (a kernel, a test runner) in the child
+
+
+def parallel_runs(jobs: Iterable[Callable[[], Any]], workers: int | None = None) -> list:
+    """Run independent jobs (zero-argument callables, e.g. ``functools.partial(train, seed=s)``) in forked
+    worker processes, one per free core, and return their results in order.
+
+    Small models use one core fully and gain nothing from a second torch thread (the synchronisation costs
+    what the split saves), so a 2-core machine trains two of them at once in two processes instead: the
+    three seeds x two models of a comparison take about half the time. Each job must seed itself (every
+    trainer here does), so its result is bit-identical to running it in this process with the same thread
+    count; only this process's global random state differs afterwards (the jobs drew from the workers').
+
+    Each worker keeps this process's torch thread count; what a job prints is printed here, in job order,
+    after it finishes, and its warnings are re-issued here. Results travel back pickled (trained models
+    included). The jobs run one after another in this process when one worker is asked for or free
+    (:func:`run_workers`, ``$SYMVIZ_WORKERS``), on systems without a safe ``fork`` (macOS, Windows), once
+    CUDA is initialised, and inside a worker. A job that fails in a worker (an error in it, a result that
+    cannot be pickled, a worker killed for memory) is run again here, so its error surfaces with a normal
+    traceback.
+
+    >>> import functools
+    >>> parallel_runs([functools.partial(pow, 2, k) for k in range(4)], workers=2)
+    [1, 2, 4, 8]
+    """
+    jobs = list(jobs)
+    for k, job in enumerate(jobs):
+        if not callable(job):
+            raise TypeError(f"parallel_runs: job {k} is a {type(job).__name__}, not a callable; pass zero-argument "
+                            "callables, e.g. functools.partial(train, seed=0)")
+    n = run_workers() if workers is None else workers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"parallel_runs: workers must be a positive integer, got {n!r}")
+    n = min(n, len(jobs))
+    ok, _why = _can_fork()
+    if n <= 1 or not ok:
+        return [job() for job in jobs]
+
+    threads = torch.get_num_threads()
+    # the first torch.optim optimizer imports torch._dynamo (1-1.5 s): import it once here, not once per worker
+    importlib.import_module("torch._dynamo")
+    outcomes: dict[int, tuple] = {}
+    running: dict[int, tuple[int, int, bytearray]] = {}   # read fd -> (job index, pid, bytes so far)
+    pending = list(range(len(jobs)))
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()   # a forked copy of unflushed output would be printed twice
+    try:
+        while pending or running:
+            while pending and len(running) < n:
+                k = pending.pop(0)
+                read_fd, write_fd = os.pipe()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12+: fork with threads alive
+                    pid = os.fork()
+                if pid == 0:
+                    os.close(read_fd)
+                    _run_in_child(jobs[k], write_fd, threads)
+                os.close(write_fd)
+                running[read_fd] = (k, pid, bytearray())
+            ready, _, _ = select.select(list(running), [], [])
+            for fd in ready:
+                chunk = os.read(fd, 1 << 20)
+                if chunk:
+                    running[fd][2].extend(chunk)
+                    continue
+                k, pid, data = running.pop(fd)
+                os.close(fd)
+                os.waitpid(pid, 0)
+                try:
+                    outcomes[k] = pickle.loads(bytes(data))
+                except Exception:   # noqa: BLE001 - the worker died before sending its result (e.g. out of memory)
+                    outcomes[k] = ("lost", "the worker process ended without a result (killed, e.g. for memory?)", "", [])
+    finally:
+        for fd, (_k, pid, _data) in running.items():   # interrupted: stop the workers still running
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    results = []
+    for k, job in enumerate(jobs):
+        status, value, printed, caught = outcomes[k]
+        if printed:
+            print(printed, end="")
+        for message, category in caught:
+            warnings.warn(message, category, stacklevel=2)
+        if status == "ok":
+            results.append(value)
+            continue
+        if status != "error":   # the job itself worked: say why it costs a second run
+            warnings.warn(f"parallel_runs: job {k} ran in a worker but its result did not come back ({value}); "
+                          "running it again in this process", RuntimeWarning, stacklevel=2)
+        results.append(job())   # the same result (each job seeds itself), or the job's own error, raised here
+    return results
 
 
 def _compiler_errors() -> tuple[type[BaseException], ...]:
