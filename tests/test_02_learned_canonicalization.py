@@ -2,6 +2,8 @@
 
 import math
 
+import pickle
+
 import pytest
 import torch
 from torch import nn
@@ -434,6 +436,13 @@ def test_models_holding_an_accepted_exercise_train_and_deep_copy(monkeypatch):
     assert rot90_invariance_error(img, torch.rand(4, 1, 12, 12)) < 1e-6
     assert [(e["name"], e["source"], e["used_downstream"]) for e in report.exercises()] == [
         ("frame", "learner", True), ("canon", "learner", True)]
+    # trained models travel back from parallel_runs' workers pickled: they must survive the round trip
+    x = torch.rand(4, 1, 12, 12)
+    for model, inp in ((img, x), (pts, torch.randn(2, 8, 3))):
+        back = pickle.loads(pickle.dumps(model))
+        assert torch.equal(back(inp), model(inp))
+    nb = make_nbody_model("learned", 8, 2, 4, 1, group="O(3)", frame=frame)
+    assert pickle.loads(pickle.dumps(nb)) is not None
 
 
 def test_check_canonicalize_accepts_the_reference_and_its_own_right_answer():

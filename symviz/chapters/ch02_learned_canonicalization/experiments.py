@@ -53,12 +53,24 @@ def rot90_augment(x: torch.Tensor) -> torch.Tensor:
     return random_rot90(x)[0]
 
 
+class _Plain:
+    """``fn`` behind a plain callable that copies and pickles like a function: ``copy.deepcopy`` of a model holding
+    it keeps the same ``fn`` (:func:`se3_invariance_error` copies the model), whatever ``fn`` is (the notebook
+    passes a ``symviz.report.Accepted`` wrapper), and a trained model travels back from a
+    :func:`symviz.train.parallel_runs` worker (a lambda here could not be pickled)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def _plain(fn: Callable | None) -> Callable | None:
-    """``fn`` behind a plain function: a model holding it can be deep-copied (:func:`se3_invariance_error` copies
-    the model) whatever ``fn`` is (the notebook passes a ``symviz.report.Accepted`` wrapper)."""
-    if fn is None:
-        return None
-    return lambda *args: fn(*args)
+    return None if fn is None else _Plain(fn)
 
 
 def make_image_model(kind: str, n_classes: int = 10, hidden: int = 16, canon_hidden: int = 8,
