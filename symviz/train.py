@@ -37,7 +37,7 @@ import torch
 
 __all__ = ["usable_cores", "resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
            "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager",
-           "smoke_steps", "smoke_cap", "SMOKE_ENV", "SMOKE_BATCH", "parallel_runs", "run_workers", "WORKERS_ENV"]
+           "smoke_steps", "smoke_cap", "SMOKE_ENV", "SMOKE_BATCH", "parallel_runs", "run_workers", "WORKERS_ENV", "CallRef"]
 
 SMOKE_ENV = "SYMVIZ_SMOKE"
 """Set by ``symviz run --smoke`` to the number of optimizer steps each training may take (see :func:`smoke_steps`)."""
@@ -249,6 +249,33 @@ def run_workers() -> int:
                                   f"e.g. {WORKERS_ENV}=1 to run trainings one after another")
     return max(1, usable_cores() // max(1, torch.get_num_threads()))
 
+
+
+class CallRef:
+    """A function a model holds (a learner's exercise, usually a ``symviz.report.Accepted``), held so that it
+    behaves like a plain function: ``copy.deepcopy`` of the model keeps the same target (a deep copy of a callable
+    object would detach a copy of it, and of its exercise record), and pickling the model (what
+    :func:`parallel_runs` does to bring a trained model back) pickles the target, where a lambda could not be.
+
+    >>> import copy, pickle, operator
+    >>> ref = CallRef(operator.add)
+    >>> ref(2, 3), copy.deepcopy(ref) is ref, pickle.loads(pickle.dumps(ref))(2, 3)
+    (5, True, 5)
+    """
+
+    def __init__(self, fn: Callable):
+        if not callable(fn):
+            raise TypeError(f"CallRef needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __repr__(self) -> str:
+        return f"CallRef({self.fn!r})"
 
 def _can_fork() -> tuple[bool, str]:
     if _IN_WORKER:

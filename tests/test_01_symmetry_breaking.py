@@ -1,5 +1,7 @@
 """Tests for chapter 01: E-MLPs for finite groups, relaxed equivariance, symmetry-breaking tasks."""
 import math
+import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from symviz.nn.emlp import (EMLP, CanonicalRelaxed, Canonicalizer, EquivariantLi
 from symviz.reps import Representation, SumRep, equivariant_basis, generators, graph_automorphism_group
 from symviz.data import symbreak
 from symviz import report
+from symviz.train import torch_threads
 from symviz.chapters.ch01_symmetry_breaking.checks import check_breaking_object
 from symviz.chapters.ch01_symmetry_breaking.experiments import reference_breaking_object
 
@@ -450,6 +453,25 @@ def test_breaking_template_goes_through_accept_to_the_reference(monkeypatch):
     model = make_model("relaxed", task, hidden=2, breaking_object=accepted)
     assert measure(model, "relaxed", task)["relaxed_violation"] < 1e-12      # deep-copied to float64 with the object
     assert report.exercises()[-1]["used_downstream"]
+    back = pickle.loads(pickle.dumps(model))       # how a trained model comes back from a parallel_runs worker
+    x = task.x_sym.to(next(model.parameters()).dtype)
+    assert torch.equal(back(x), model(x))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_compare_trains_in_workers_with_the_numbers_of_a_sequential_run(monkeypatch):
+    from symviz.chapters.ch01_symmetry_breaking.experiments import compare
+
+    task = symbreak.spin_ring(n=4, n_train=16, n_test=8)
+    kw = dict(seeds=(0, 1), epochs=2, hidden=2, batch_size=8, breaking_object=reference_breaking_object)
+    with torch_threads(1):
+        monkeypatch.setenv("SYMVIZ_WORKERS", "1")
+        table1, runs1 = compare(task, **kw)
+        monkeypatch.setenv("SYMVIZ_WORKERS", "2")
+        table2, runs2 = compare(task, **kw)
+    cols = [c for c in table1.columns if c != "train_seconds"]
+    assert table1[cols].equals(table2[cols])
+    assert list(runs1) == list(runs2)
 
 
 def test_relaxed_emlp_with_a_given_breaking_object():

@@ -43,6 +43,7 @@ from torch import nn
 
 from symviz.equivariance import relative_error
 from symviz.groups import FiniteGroup, PermutationGroup  # PermutationGroup re-exported for emlp users
+from symviz.train import CallRef
 from symviz.reps import (Representation, SumRep, as_sumrep, equivariant_basis, fixed_basis, generators,
                          graph_automorphism_group, stabilizer_elements)
 
@@ -280,9 +281,10 @@ class RelaxedEMLP(nn.Module):
         if breaking_object is not None and not callable(breaking_object):
             raise TypeError(f"breaking_object must be callable (x, rep_in) -> (k, b), got {type(breaking_object).__name__}")
         fn = breaking_object
-        # a plain function around it: copy.deepcopy (used to measure a trained model in float64) keeps functions
-        # as they are, whereas it would detach a copy of a callable object (e.g. an accepted exercise and its record)
-        self._breaking_object = None if fn is None else (lambda x, rep: fn(x, rep))
+        # held like a plain function: copy.deepcopy (used to measure a trained model in float64) keeps it as it is,
+        # where it would detach a copy of a callable object (e.g. an accepted exercise and its record), and a
+        # trained model pickles (symviz.train.parallel_runs brings models back from its workers that way)
+        self._breaking_object = None if fn is None else CallRef(fn)
 
     def breaking(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> BreakingResult:
         """The symmetry-breaking object for ``x: (B, d_in)`` (see :class:`BreakingResult`)."""

@@ -29,6 +29,7 @@ bookkeeping.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import weakref
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from symviz.equivariance import relative_error
 from symviz.nn.emlp import (EMLP, Canonicalizer, NoiseEMLP, RelaxedEMLP, equivariance_violation,
                             relaxed_equivariance_violation, stabilizer_elements)
 from symviz.reps import as_sumrep
-from symviz.train import smoke_steps
+from symviz.train import parallel_runs, smoke_steps
 
 __all__ = ["MODEL_KINDS", "make_model", "TrainedModel", "train_model", "measure", "compare",
            "output_symmetry_error", "frozen", "outcome", "outcome_distributions", "distribution_equivariance",
@@ -204,15 +205,19 @@ def compare(task, seeds: Sequence[int] = (0, 1, 2), kinds: Sequence[str] = MODEL
     unknown = set(per_kind) - set(MODEL_KINDS)
     if unknown:
         raise ValueError(f"per_kind keys must be model kinds ({', '.join(MODEL_KINDS)}), got {sorted(unknown)}")
-    rows, trained = [], {}
-    for kind in kinds:
-        for seed in seeds:
-            extra = {"breaking_object": breaking_object} if kind == "relaxed" and breaking_object is not None else {}
-            t = train_model(task, kind, seed, **{**train_kwargs, **per_kind.get(kind, {}), **extra})
-            trained[(kind, seed)] = t
-            rows.append({"task": task.name, "model": kind, "seed": seed, **measure(t.model, kind, task),
-                         "train_seconds": t.seconds})
-    return pd.DataFrame(rows), trained
+    runs = [(kind, seed) for kind in kinds for seed in seeds]
+    # each run seeds itself: parallel_runs trains them side by side, one process per free core (same numbers)
+    done = parallel_runs(functools.partial(_train_and_measure, task, kind, seed, breaking_object,
+                                           {**train_kwargs, **per_kind.get(kind, {})}) for kind, seed in runs)
+    rows = [{"task": task.name, "model": kind, "seed": seed, **measured, "train_seconds": t.seconds}
+            for (kind, seed), (t, measured) in zip(runs, done)]
+    return pd.DataFrame(rows), {run: t for run, (t, _) in zip(runs, done)}
+
+
+def _train_and_measure(task, kind, seed, breaking_object, kwargs):
+    extra = {"breaking_object": breaking_object} if kind == "relaxed" and breaking_object is not None else {}
+    t = train_model(task, kind, seed, **kwargs, **extra)
+    return t, measure(t.model, kind, task)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from symviz.data.rotated_images import random_rot90
-from symviz.train import TensorBatches, accuracy, fit
+from symviz.train import CallRef, TensorBatches, accuracy, fit
 from symviz.nn.canonical import (C4ImageCanonicalizer, CanonicalizedModel, MomentImageCanonicalizer, PCAFrameCanonicalizer,
                         PointFrameCanonicalizer, PointNetClassifier)
 from symviz.nn.canonical import (CanonicalizedNBodyModel, FrameAveragedNBodyModel, NBodyFrameCanonicalizer, NBodyGNN,
@@ -53,24 +53,11 @@ def rot90_augment(x: torch.Tensor) -> torch.Tensor:
     return random_rot90(x)[0]
 
 
-class _Plain:
-    """``fn`` behind a plain callable that copies and pickles like a function: ``copy.deepcopy`` of a model holding
-    it keeps the same ``fn`` (:func:`se3_invariance_error` copies the model), whatever ``fn`` is (the notebook
-    passes a ``symviz.report.Accepted`` wrapper), and a trained model travels back from a
-    :func:`symviz.train.parallel_runs` worker (a lambda here could not be pickled)."""
-
-    def __init__(self, fn: Callable):
-        self.fn = fn
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-    def __deepcopy__(self, memo):
-        return self
-
-
 def _plain(fn: Callable | None) -> Callable | None:
-    return None if fn is None else _Plain(fn)
+    """``fn`` held like a plain function (:class:`symviz.train.CallRef`): a model holding it can be deep-copied
+    (:func:`se3_invariance_error` copies the model) and pickled (:func:`symviz.train.parallel_runs`), whatever
+    ``fn`` is (the notebook passes a ``symviz.report.Accepted`` wrapper)."""
+    return None if fn is None else CallRef(fn)
 
 
 def make_image_model(kind: str, n_classes: int = 10, hidden: int = 16, canon_hidden: int = 8,
