@@ -1,6 +1,7 @@
 """Chapter 04: charged N-body simulator, solar system and QM9 loaders, (MC-)EGNN models, exercise check."""
 import copy
 import math
+import pickle
 import time
 
 import numpy as np
@@ -842,6 +843,8 @@ def test_train_nbody_with_a_plugged_update_trains_like_the_built_in_one(tmp_path
     plugged = ex.train_nbody(sp, coord_update=egnn.multichannel_coord_update, **kw)
     np.testing.assert_allclose(plugged.history["val_loss"], built_in.history["val_loss"], rtol=1e-4)
     assert plugged.model.coord_update is egnn.multichannel_coord_update
+    back = pickle.loads(pickle.dumps(plugged))     # how a run comes back from a parallel_runs worker
+    assert back.test == plugged.test and back.model.coord_update is egnn.multichannel_coord_update
     assert ex.builtin_update_error(plugged.model, sp["test"]) < 1e-5
     X = ex.channel_points(plugged.model, sp["test"]["loc"][:3], sp["test"]["vel"][:3], sp["test"]["charges"][:3])
     assert X.shape == (3, 5, 3, 2)

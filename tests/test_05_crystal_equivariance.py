@@ -1,6 +1,8 @@
 """Tests for chapter 05: space groups as site permutations, orbits, the alloy data and the crystal models."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -254,6 +256,8 @@ def test_models_symmetry_float64(hcp):
     mlp = OccupancyMLP(len(atoms)).double()
     err = symmetry_errors(mlp, x, perms)
     assert err["energy"] > 1e-3 and np.isnan(err["site"])
+    for model in (eq, cg, mlp):   # trained models come back from parallel_runs' workers pickled
+        assert torch.equal(pickle.loads(pickle.dumps(model))(x).energy, model(x).energy)
 
 
 def test_supercell_cgcnn_matches_chapter06_cgcnn(hcp):
