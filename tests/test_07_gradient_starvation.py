@@ -1,5 +1,7 @@
 """Tests for chapter 07 (gradient starvation): spectral decoupling losses, data builders, dynamics tools."""
 
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -516,6 +518,8 @@ def test_train_swap_invariant_learns_without_the_colour(method):
         assert err < 1e-6 and sens < 1e-6
     else:
         assert err > 0                                                 # augmentation is approximate only
+    back = pickle.loads(pickle.dumps(r))           # how a run comes back from a parallel_runs worker
+    assert torch.equal(back.model(te.x), r.model(te.x))
     with pytest.raises(ValueError, match="method must be one of"):
         train_swap_invariant(make, tr.x, tr.y, te.x, te.y, method="average")
     with pytest.raises(ValueError, match=r"\(N, 2, H, W\)"):

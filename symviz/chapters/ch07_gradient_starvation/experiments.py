@@ -555,6 +555,11 @@ INVARIANCE_METHODS = {
 }
 
 
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    """The identity element of the colour-swap group, as a function (a lambda would make the model unpicklable)."""
+    return t
+
+
 def train_swap_invariant(make_model, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
                          method: str = "group_avg", steps: int = 150, lr: float = 1e-4, seed: int = 0,
                          loss_fn=None) -> TrainResult:
@@ -581,7 +586,7 @@ def train_swap_invariant(make_model, x: torch.Tensor, y: torch.Tensor, x_test: t
     torch.manual_seed(seed)
     model = make_model()
     if method == "group_avg":
-        model = GroupAveraged(model, [lambda t: t, swap_colors])
+        model = GroupAveraged(model, [_identity, swap_colors])   # module-level functions: the model pickles
         xt, yt = x, y
     else:
         xt, yt = torch.cat([x, swap_colors(x)]), torch.cat([y, y])
