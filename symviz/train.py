@@ -250,7 +250,6 @@ def run_workers() -> int:
     return max(1, usable_cores() // max(1, torch.get_num_threads()))
 
 
-
 class CallRef:
     """A function a model holds (a learner's exercise, usually a ``symviz.report.Accepted``), held so that it
     behaves like a plain function: ``copy.deepcopy`` of the model keeps the same target (a deep copy of a callable
@@ -276,6 +275,7 @@ class CallRef:
 
     def __repr__(self) -> str:
         return f"CallRef({self.fn!r})"
+
 
 def _can_fork() -> tuple[bool, str]:
     if _IN_WORKER:
@@ -345,8 +345,8 @@ def parallel_runs(jobs: Iterable[Callable[[], Any]], workers: int | None = None)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"parallel_runs: workers must be a positive integer, got {n!r}")
     n = min(n, len(jobs))
-    ok, _why = _can_fork()
-    if n <= 1 or not ok:
+    can_fork, _reason = _can_fork()
+    if n <= 1 or not can_fork:
         return [job() for job in jobs]
 
     threads = torch.get_num_threads()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import warnings
 
@@ -83,6 +84,19 @@ def test_a_result_that_cannot_travel_back_is_computed_here_and_says_why():
     with pytest.warns(RuntimeWarning, match="did not come back"):
         out = parallel_runs([_unpicklable, functools.partial(_where, 2)], workers=2)
     assert callable(out[0]) and out[0]() == 1 and out[1][0] == 2
+
+
+def _dies_in_a_worker():
+    if train._IN_WORKER:
+        os.kill(os.getpid(), signal.SIGKILL)   # as the out-of-memory killer would
+    return "computed here"
+
+
+@linux_only
+def test_a_worker_killed_before_its_result_is_replaced_by_a_run_here():
+    with pytest.warns(RuntimeWarning, match="ended without a result"):
+        out = parallel_runs([_dies_in_a_worker, functools.partial(_where, 2)], workers=2)
+    assert out[0] == "computed here" and out[1][0] == 2
 
 
 def _nested(k: int):
