@@ -245,6 +245,24 @@ class Accepted:
     def __repr__(self) -> str:
         return f"<accepted {self._record['name']!r}: the {self.source}'s implementation>"
 
+    def __reduce__(self):
+        # a trained model that holds this comes back pickled from a worker process (symviz.train.parallel_runs):
+        # unpickled where the exercise is registered, it joins that registration, with the worker's use counted
+        return _restore_accepted, (self.__wrapped__, dict(self._record), self.result)
+
+
+def _restore_accepted(fn: Any, record: dict[str, Any], result: Any) -> Accepted:
+    """Unpickle an :class:`Accepted`: share this process's record of the same exercise (a call made in a worker
+    process marks it ``used_downstream`` here too), or keep the pickled record where none is registered."""
+    live = next((e for e in _exercises if e["name"] == record["name"] and e["source"] == record["source"]), None)
+    if live is None:
+        return Accepted(fn, record, result)
+    if record["used_downstream"] and not live["used_downstream"]:
+        live["used_downstream"] = True
+        if _current is not None:
+            _current._write()
+    return Accepted(fn, live, result)
+
 
 def accept(name: str, candidate: Any, check: Any, reference: Any, *, solution: Any = None) -> Accepted:
     """Use the learner's ``candidate`` when ``check(candidate)`` passes, otherwise ``reference``.

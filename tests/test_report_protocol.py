@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 import pytest
@@ -131,3 +132,44 @@ def test_accepted_survives_deepcopy_and_pickle_probes():
     fn = report.accept("square", lambda k: k * k, is_square, reference=lambda k: k ** 2)
     clone = copy.deepcopy(fn)
     assert clone(3) == 9 and clone.source == "learner"
+
+
+def _square(k):
+    return k * k
+
+
+class _Holder:
+    """Stands for a trained model that keeps the learner's function."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+
+def _train_with(fn):
+    fn(2)                   # the exercise is used inside the worker process
+    return _Holder(fn)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parallel_runs forks on Linux only")
+def test_an_exercise_used_in_a_worker_process_counts_as_used_here():
+    import functools
+
+    from symviz.train import parallel_runs
+
+    fn = report.accept("square", _square, is_square, reference=_square)
+    assert report.exercises()[0]["used_downstream"] is False
+    held = parallel_runs([functools.partial(_train_with, fn), functools.partial(_train_with, fn)], workers=2)
+    assert report.exercises()[0]["used_downstream"] is True
+    back = held[0].fn
+    assert back._record is report._exercises[0] and back(3) == 9 and back.source == "learner"
+
+
+def test_an_unpickled_exercise_without_a_registration_keeps_its_own_record():
+    import pickle
+
+    fn = report.accept("square", _square, is_square, reference=_square)
+    data = pickle.dumps(fn)
+    report._exercises.clear()
+    back = pickle.loads(data)
+    assert back(4) == 16 and back._record["name"] == "square" and back._record["used_downstream"]
+    assert report.exercises() == []
