@@ -5,6 +5,7 @@ import functools
 import os
 import signal
 import sys
+import time
 import warnings
 
 import pytest
@@ -131,3 +132,27 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         parallel_runs([_unpicklable], workers=0)
     assert parallel_runs([]) == []
+
+
+def _span(seconds: float):
+    start = time.monotonic()   # CLOCK_MONOTONIC: one clock for every process on the machine
+    time.sleep(seconds)
+    return start, time.monotonic()
+
+
+@linux_only
+def test_cost_starts_the_longest_jobs_first_and_keeps_the_results_in_job_order():
+    # two workers, three jobs: the job not in the first wave starts only once a first-wave job has ended
+    durations = [0.05, 0.05, 0.3]
+    plain = parallel_runs([functools.partial(_span, d) for d in durations], workers=2)
+    assert plain[2][0] >= min(plain[0][1], plain[1][1]), "without cost, jobs start in job order"
+    ranked = parallel_runs([functools.partial(_span, d) for d in durations], workers=2, cost=durations)
+    assert ranked[1][0] >= min(ranked[0][1], ranked[2][1]), "the long job 2 and job 0 start first, job 1 waits"
+    assert ranked[2][0] < ranked[1][0]
+    assert [b - a >= d for (a, b), d in zip(ranked, durations)] == [True] * 3, "results come back in job order"
+
+
+@pytest.mark.parametrize("cost", [[1, 2], [1, 2, float("nan")], [1, -1, 2], [1, True, 2], "abc"])
+def test_cost_must_be_one_non_negative_number_per_job(cost):
+    with pytest.raises(ValueError, match="cost must hold one finite, non-negative number per job"):
+        parallel_runs([functools.partial(pow, 2, k) for k in range(3)], workers=2, cost=cost)
