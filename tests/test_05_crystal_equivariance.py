@@ -1,6 +1,8 @@
 """Tests for chapter 05: space groups as site permutations, orbits, the alloy data and the crystal models."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import pickle
 
 import numpy as np
@@ -168,6 +170,42 @@ def test_matbench_loader_and_symmetry_graphs(matbench_small):
         C.symmetry_graphs(structures, targets=[1.0])
 
 
+def test_matbench_subset_and_symmetry_graphs_are_cached(monkeypatch, tmp_path):
+    import gzip
+
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    first = C.load_matbench_dielectric(5, seed=3, max_sites=8)
+    graphs = C.symmetry_graphs(first[0], targets=first[1], cutoff=6.0, cache=True)
+    files = sorted(p.name for p in (tmp_path / "crystals").iterdir())
+    assert [f.split("_")[0] for f in files] == ["matbench", "symmetry"]
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("the whole matbench file was parsed again")
+
+    monkeypatch.setattr(gzip, "decompress", no_parse)
+    again = C.load_matbench_dielectric(5, seed=3, max_sites=8)   # from the cached subset
+    assert [s == t for s, t in zip(first[0], again[0])] == [True] * 5
+    assert np.array_equal(first[1], again[1]) and np.array_equal(first[2], again[2])
+    plain = C.symmetry_graphs(again[0], targets=again[1], cutoff=6.0)
+    cached = C.symmetry_graphs(again[0], targets=again[1], cutoff=6.0, cache=True)
+    assert all(torch.equal(a, b) for a, b in zip(plain.edge_features, cached.edge_features))
+    for a, b in zip(plain.graphs, cached.graphs):
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            assert torch.equal(x, y) if torch.is_tensor(x) else x == y, f.name
+    assert np.array_equal(plain.n_edge_orbits, cached.n_edge_orbits) and graphs.graphs[0].y == cached.graphs[0].y
+    # other arguments or other targets are other cache entries, not the stored ones
+    other = C.symmetry_graphs(again[0], targets=again[1] + 1.0, cutoff=6.0, cache=True)
+    assert float(other.graphs[0].y) == float(cached.graphs[0].y) + 1.0
+    # a damaged cache file is computed again and replaced
+    monkeypatch.undo()
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    for f in (tmp_path / "crystals").iterdir():
+        f.write_bytes(b"not a cache file")
+    assert np.array_equal(C.load_matbench_dielectric(5, seed=3, max_sites=8)[1], first[1])
+    assert C.symmetry_graphs(again[0], targets=again[1], cutoff=6.0, cache=True).graphs[0].num_edges == plain.graphs[0].num_edges
+
+
 def test_matbench_smoke_run_loads_a_few_structures(monkeypatch):
     """`symviz run --smoke` with full mode's n=None: at most SMOKE_STRUCTURES, not the graphs of all 4,764."""
     from symviz import train
@@ -283,6 +321,34 @@ def test_supercell_cgcnn_neighbour_table_equals_the_scatter_path(hcp, rutile):
         slow = m(x).site
         assert torch.allclose(fast, slow, atol=1e-10) and torch.allclose(slow, ref, atol=1e-10)
     assert SupercellCGCNN(atoms, hidden=4).neighbors.shape == (len(atoms), 12)
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_supercell_cgcnn_first_convolution_by_species_pairs_is_the_same_function(hcp, rutile, batch_norm):
+    # one-hot inputs: the first convolution runs on the 4 species pairs per edge; outputs, gradients and BatchNorm's
+    # running statistics must equal the edge-by-edge path's, in training and in eval mode
+    atoms, _, _ = hcp
+    for template in (atoms, rutile):
+        torch.manual_seed(0)
+        pairs = SupercellCGCNN(template, hidden=8, n_conv=2, batch_norm=batch_norm).double()
+        edges = copy.deepcopy(pairs)
+        edges.species_pairs = False
+        x = torch.randint(0, 2, (5, pairs.n_sites)).double()
+        for mode in ("train", "eval"):
+            for m in (pairs, edges):
+                m.train(mode == "train")
+            a, b = pairs(x).site, edges(x).site
+            assert torch.allclose(a, b, atol=1e-12), mode
+            ga = torch.autograd.grad((a ** 2).sum(), list(pairs.parameters()), allow_unused=True)
+            gb = torch.autograd.grad((b ** 2).sum(), list(edges.parameters()), allow_unused=True)
+            for p, q in zip(ga, gb):
+                assert (p is None) == (q is None) and (p is None or torch.allclose(p, q, atol=1e-10)), mode
+        for (name, p), q in zip(pairs.state_dict().items(), edges.state_dict().values()):
+            assert torch.allclose(p.double(), q.double(), atol=1e-12), name   # running statistics updated alike
+    # fractional occupancies are not one-hot: the edge-by-edge path, the same as chapter 06's CGCNN
+    m = SupercellCGCNN(atoms, hidden=8, n_conv=2).double()
+    x = torch.rand(3, m.n_sites, dtype=torch.float64)
+    assert torch.allclose(m(x).site, m.cgcnn(m.graph_batch(x)).reshape(3, -1), atol=1e-10)
 
 
 def test_fit_alloy_model_without_hold_out(hcp):

@@ -35,6 +35,8 @@ import gzip
 import hashlib
 import json
 import math
+import os
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -496,34 +498,62 @@ def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int
     import importlib.util
     from pathlib import Path
 
+    if n is not None and not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise ValueError(f"load_matbench_dielectric: n must be a positive int or None, got {n!r}")
+    if max_sites is not None and not (isinstance(max_sites, (int, np.integer)) and max_sites >= 1):
+        raise ValueError(f"load_matbench_dielectric: max_sites must be a positive int or None, got {max_sites!r}")
     # find the file without importing crystal_toolkit (installed --no-deps, its __init__ needs dash)
     spec = importlib.util.find_spec("crystal_toolkit")
     try:
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError("crystal_toolkit")
         path = Path(list(spec.submodule_search_locations)[0]) / "apps" / "examples" / "matbench_dielectric.json.gz"
-        raw = json.loads(gzip.decompress(path.read_bytes()))
+        blob = path.read_bytes()
     except FileNotFoundError as err:
         raise FileNotFoundError("load_matbench_dielectric: the crystal-toolkit wheel is not installed; "
                                 "pip install --no-deps crystal-toolkit") from err
     from pymatgen.core import Structure
 
-    if n is not None and not (isinstance(n, (int, np.integer)) and n >= 1):
-        raise ValueError(f"load_matbench_dielectric: n must be a positive int or None, got {n!r}")
-    if max_sites is not None and not (isinstance(max_sites, (int, np.integer)) and max_sites >= 1):
-        raise ValueError(f"load_matbench_dielectric: max_sites must be a positive int or None, got {max_sites!r}")
     from symviz.train import smoke_cap
 
     n = smoke_cap(n, SMOKE_STRUCTURES)
-    keys = sorted(raw["structure"], key=int)
-    if max_sites is not None:
-        keys = [k for k in keys if len(raw["structure"][k]["sites"]) <= max_sites]
-    if n is not None and n < len(keys):
-        rng = np.random.default_rng(seed)
-        keys = [keys[i] for i in np.sort(rng.choice(len(keys), size=n, replace=False))]
-    structures = [Structure.from_dict(raw["structure"][k]) for k in keys]
-    return (structures, np.array([float(raw["n"][k]) for k in keys]),
-            np.array([int(raw["spg_num"][k]) for k in keys]))
+
+    def select() -> dict:
+        raw = json.loads(gzip.decompress(blob))   # all 4,764 structures: ~1 s, so the subset is cached
+        keys = sorted(raw["structure"], key=int)
+        if max_sites is not None:
+            keys = [k for k in keys if len(raw["structure"][k]["sites"]) <= max_sites]
+        if n is not None and n < len(keys):
+            rng = np.random.default_rng(seed)
+            keys = [keys[i] for i in np.sort(rng.choice(len(keys), size=n, replace=False))]
+        return {"structure": [raw["structure"][k] for k in keys], "n": [float(raw["n"][k]) for k in keys],
+                "spg_num": [int(raw["spg_num"][k]) for k in keys]}
+
+    key = [hashlib.sha1(blob).hexdigest(), None if n is None else int(n), int(seed),
+           None if max_sites is None else int(max_sites)]
+    sub = _cached("matbench_dielectric", key, select, json.dumps, json.loads)
+    structures = [Structure.from_dict(d) for d in sub["structure"]]
+    return structures, np.array(sub["n"], dtype=np.float64), np.array(sub["spg_num"], dtype=np.int64)
+
+
+def _cached(kind: str, key: Any, compute, dumps, loads):
+    """``compute()``, kept in ``cache_dir()/crystals`` under a hash of ``key`` (JSON-able) with ``dumps`` (-> str or
+    bytes) and read back with ``loads``; a cache file that cannot be read is computed again and replaced."""
+    from symviz.train import cache_dir
+
+    path = cache_dir() / "crystals" / f"{kind}_{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]}"
+    if path.exists():
+        try:
+            return loads(path.read_bytes())
+        except Exception:   # noqa: BLE001 - a truncated or foreign file: compute again
+            pass
+    value = compute()
+    data = dumps(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    tmp.replace(path)   # atomic: a reader never sees half a file
+    return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -619,11 +649,17 @@ class SymmetryGraphs:
     n_distance_shells: np.ndarray
 
 
+_SYMMETRY_GRAPHS_FORMAT = 1   # bump when SymmetryGraphs or CrystalGraph change: old cache files are then not read
+
+
 def symmetry_graphs(structures: Sequence[Any], targets: Sequence[float] | None = None, cutoff: float = 5.0,
                     max_neighbors: int | None = 12, node_features: str = "cgcnn", symprec: float = 1e-2,
-                    tol: float = 1e-3) -> SymmetryGraphs:
+                    tol: float = 1e-3, cache: bool = False) -> SymmetryGraphs:
     """Periodic radius graphs (CGCNN's, neighbours within ``cutoff`` Å, ``max_neighbors`` nearest with
-    ties kept) whose edges also carry their orbit under the structure's space group."""
+    ties kept) whose edges also carry their orbit under the structure's space group.
+
+    ``cache=True`` keeps the result in ``symviz.train.cache_dir()`` under a hash of the structures (lattices,
+    species, coordinates), the targets and the arguments (a space group per structure takes ~3 ms)."""
     from symviz.data.crystal_graph import CrystalGraph, cgcnn_element_features, onehot_element_features
 
     if targets is not None and len(targets) != len(structures):
@@ -631,6 +667,17 @@ def symmetry_graphs(structures: Sequence[Any], targets: Sequence[float] | None =
     featurize = {"cgcnn": cgcnn_element_features, "onehot": onehot_element_features}.get(node_features)
     if featurize is None:
         raise ValueError(f"symmetry_graphs: node_features must be 'cgcnn' or 'onehot', got {node_features!r}")
+    if cache:
+        h = hashlib.sha1()
+        for st in structures:
+            for arr in (st.lattice.matrix, st.frac_coords, [site.specie.Z for site in st] if st.is_ordered else [-1]):
+                h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+        h.update(np.asarray([] if targets is None else targets, dtype=np.float64).tobytes())
+        key = [h.hexdigest(), len(structures), float(cutoff), max_neighbors, node_features, float(symprec), float(tol),
+               _SYMMETRY_GRAPHS_FORMAT]
+        return _cached("symmetry_graphs", key,
+                       lambda: symmetry_graphs(structures, targets, cutoff, max_neighbors, node_features, symprec, tol),
+                       lambda v: pickle.dumps(v, pickle.HIGHEST_PROTOCOL), pickle.loads)
     graphs, feats, n_orb, n_shell = [], [], [], []
     for k, s in enumerate(structures):
         if not s.is_ordered:

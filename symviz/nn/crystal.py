@@ -193,6 +193,11 @@ def _as_features(x: torch.Tensor, n: int, in_dim: int, where: str) -> torch.Tens
     return x
 
 
+def _is_one_hot(x: torch.Tensor) -> bool:
+    """True when every row of ``x (..., k)`` is a one-hot vector (an occupancy of exactly 0 or 1)."""
+    return bool((((x == 0) | (x == 1)).all(-1) & (x.sum(-1) == 1)).all())
+
+
 class OccupancyMLP(nn.Module):
     """An MLP on the raw occupancy vector ``x: (batch, n) -> energy (batch,)``: no symmetry built in.
 
@@ -226,7 +231,8 @@ class SupercellCGCNN(nn.Module):
     :func:`symviz.data.crystal_graph.structure_to_graph`; a batch of occupancies ``(batch, n)`` becomes
     node features ``[is_A, is_B]`` on copies of that graph. The per-site head (``pool=None``) gives
     per-site energies; their sum is the energy. Depends only on distances, so it is invariant under the
-    space group too, but it cannot tell apart two bonds of the same length.
+    space group too, but it cannot tell apart two bonds of the same length. On one-hot occupancies the first
+    convolution runs on the four species pairs of each edge (``species_pairs``; the same function, faster).
     """
 
     def __init__(self, template: Any, cutoff: float = 8.0, max_neighbors: int | None = 12, hidden: int = 32,
@@ -249,6 +255,8 @@ class SupercellCGCNN(nn.Module):
         regular = bool(len(i) and (i[1:] >= i[:-1]).all() and (counts == counts[0]).all())
         self.register_buffer("neighbors", g.edge_index[1].reshape(n, -1) if regular else None)
         self.dense = regular   # False: the general index_add path (the same function; tests compare both)
+        # the first convolution by species pairs on one-hot inputs (the same function; tests compare both paths)
+        self.species_pairs = True
         self.cgcnn = CGCNN(node_dim=2, cutoff=cutoff, hidden=hidden, n_conv=n_conv, n_gaussians=n_gaussians,
                            head_hidden=hidden, n_targets=1, pool=None, batch_norm=batch_norm)
 
@@ -261,30 +269,77 @@ class SupercellCGCNN(nn.Module):
         i, j = self.edge_index[0], self.edge_index[1]
         dense = self.dense and self.neighbors is not None
         D = h.shape[-1]
-        for conv in c.convs:
+        pairs = dense and self.species_pairs and _is_one_hot(x)
+        for k, conv in enumerate(c.convs):
             # CGConv's lin(cat[h_i, h_j, u_ij]) split into its three blocks: the node blocks are applied
             # per node and the edge block once per graph (all configurations share the graph). Same
             # parameters and the same function as CGConv.forward, ~10x cheaper on a fixed supercell.
             W, b = conv.lin.weight, conv.lin.bias
             ue = u @ W[:, 2 * D:].T + b                                # (E, 2D)
-            if dense:   # edges as an (n, M) table: the centre term broadcasts, no scatter
-                n, M = self.neighbors.shape
-                # index_select, not h[:, neighbors]: the same gather, and its backward is an index_add_
-                # (advanced indexing's is a slower accumulating index_put_)
-                nb = (h @ W[:, D:2 * D].T).index_select(1, self.neighbors.reshape(-1)).reshape(*h.shape[:-2], n, M, -1)
-                z = (h @ W[:, :D].T)[:, :, None] + nb + ue.reshape(n, M, -1)
+            if k == 0 and pairs:   # one-hot species: the first messages from the 4 species pairs per edge
+                agg = self._first_messages_by_species_pairs(conv, x.to(dtype), ue)
             else:
-                z = (h @ W[:, :D].T)[:, i] + (h @ W[:, D:2 * D].T)[:, j] + ue
-            if not isinstance(conv.bn_edge, nn.Identity):
-                z = conv.bn_edge(z.reshape(-1, 2 * D)).reshape(z.shape)
-            gate, core = z.chunk(2, dim=-1)
-            msg = torch.sigmoid(gate) * conv.act(core)                 # (B, E, D) or (B, n, M, D)
-            agg = msg.sum(2) if dense else h.new_zeros(h.shape).index_add_(1, i, msg)
+                if dense:   # edges as an (n, M) table: the centre term broadcasts, no scatter
+                    n, M = self.neighbors.shape
+                    # index_select, not h[:, neighbors]: the same gather, and its backward is an index_add_
+                    # (advanced indexing's is a slower accumulating index_put_)
+                    nb = (h @ W[:, D:2 * D].T).index_select(1, self.neighbors.reshape(-1)).reshape(*h.shape[:-2], n, M, -1)
+                    z = (h @ W[:, :D].T)[:, :, None] + nb + ue.reshape(n, M, -1)
+                else:
+                    z = (h @ W[:, :D].T)[:, i] + (h @ W[:, D:2 * D].T)[:, j] + ue
+                if not isinstance(conv.bn_edge, nn.Identity):
+                    z = conv.bn_edge(z.reshape(-1, 2 * D)).reshape(z.shape)
+                gate, core = z.chunk(2, dim=-1)
+                msg = torch.sigmoid(gate) * conv.act(core)             # (B, E, D) or (B, n, M, D)
+                agg = msg.sum(2) if dense else h.new_zeros(h.shape).index_add_(1, i, msg)
             if not isinstance(conv.bn_node, nn.Identity):
                 agg = conv.bn_node(agg.reshape(-1, D)).reshape(agg.shape)
             h = conv.act(h + agg)
         site = c.head(h).squeeze(-1)                                   # pool=None: one energy per site
         return CrystalPrediction(energy=site.sum(-1), site=site)
+
+    def _first_messages_by_species_pairs(self, conv: nn.Module, x: torch.Tensor, ue: torch.Tensor) -> torch.Tensor:
+        """The first convolution's summed messages ``(B, n, D)`` for one-hot species ``x (B, n, 2)``.
+
+        Before the first convolution a site's features are one of two embeddings, so an edge's ``z_ij`` takes
+        one of four values (species of i, species of j) per edge of the table: BatchNorm, the gate and the
+        softplus run on those ``4 n M`` rows instead of ``B n M`` (their batch statistics weighted by how often
+        each pair occurs in the batch), and each configuration sums the rows its species pick. The same function
+        as the edge-by-edge path, ~25% less time per training step of chapter 05's CGCNN (tests compare them).
+        """
+        c, bn = self.cgcnn, conv.bn_edge
+        n, M = self.neighbors.shape
+        D = conv.dim
+        W = conv.lin.weight
+        emb = c.embed(torch.eye(2, dtype=ue.dtype, device=ue.device))   # (2, D): the two species' features
+        z = ((emb @ W[:, :D].T)[:, None] + (emb @ W[:, D:2 * D].T)[None]).reshape(4, 1, 1, 2 * D)
+        z = z + ue.reshape(1, n, M, 2 * D)                                # (4, n, M, 2D): pair (s_i, s_j) = 2 s_i + s_j
+        s = x[..., 1].long()                                              # (B, n): 1 where species B
+        pick = torch.nn.functional.one_hot(2 * s[:, :, None] + s[:, self.neighbors], 4).to(ue.dtype)   # (B, n, M, 4)
+        B = x.shape[0]
+        if not isinstance(bn, nn.Identity):
+            N = B * n * M
+            if bn.training or bn.running_mean is None:   # batch statistics over the B n M edges, as BatchNorm1d
+                count = pick.sum(0).permute(2, 0, 1)[..., None]           # (4, n, M, 1): edges with each pair
+                mean = (count * z).sum((0, 1, 2)) / N
+                var = (count * (z - mean) ** 2).sum((0, 1, 2)) / N
+                if bn.training and bn.running_mean is not None:
+                    with torch.no_grad():
+                        bn.num_batches_tracked += 1
+                        f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                        bn.running_mean.mul_(1 - f).add_(mean, alpha=f)
+                        bn.running_var.mul_(1 - f).add_(var * (N / max(N - 1, 1)), alpha=f)
+            else:
+                mean, var = bn.running_mean, bn.running_var
+            scale = torch.rsqrt(var + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            z = (z - mean) * scale + (bn.bias if bn.bias is not None else 0.0)
+        gate, core = z.chunk(2, dim=-1)
+        msg = torch.sigmoid(gate) * conv.act(core)                        # (4, n, M, D)
+        # sum_m of the row each configuration picks: per site i, (B, 4M) @ (4M, D)
+        return torch.bmm(pick.permute(1, 0, 2, 3).reshape(n, B, M * 4),
+                         msg.permute(1, 2, 0, 3).reshape(n, M * 4, D)).permute(1, 0, 2)
 
     def graph_batch(self, x: torch.Tensor):
         """The same input as a chapter-06 ``GraphBatch`` (to run ``self.cgcnn`` directly; used in tests)."""
