@@ -2,6 +2,7 @@
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -579,3 +580,14 @@ def test_conclude_records_the_invariance_claims(tmp_path):
     assert list(mixed["holds"][-3:]) == [True, False, True]      # augment above SD on each seed, but ranges overlap
     with pytest.raises(ValueError, match="needs rows for"):
         conclude(colour[colour.method != "augment"], moons, [2.8, 2.4], [0.6, 0.6], scale="quick", invariance=inv)
+
+
+@pytest.mark.parametrize("n, noise, seed", [(300, 0.1, 0), (301, 0.2, 1000), (4, 0.0, 5), (1000, 0.1, 2001)])
+def test_moons_are_scikit_learns_make_moons(n, noise, seed):
+    from sklearn.datasets import make_moons
+
+    from symviz.data.starvation import moons
+
+    x, y = moons(n, noise, seed)
+    ref_x, ref_y = make_moons(n_samples=n, noise=noise, random_state=seed)
+    assert np.array_equal(x, ref_x) and np.array_equal(y, ref_y)
