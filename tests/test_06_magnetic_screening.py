@@ -253,6 +253,17 @@ def test_composition_descriptors_match_matminer():
     np.testing.assert_allclose(ours.to_numpy(), ref, rtol=1e-10, atol=1e-10)
 
 
+def test_all_descriptors_cached_are_the_same_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    structures = [_heusler(), _nias()]
+    plain = D.all_descriptors(structures)
+    assert D.all_descriptors(structures, cache=True).equals(plain)
+    monkeypatch.setattr(D, "structure_descriptors", lambda *a, **k: pytest.fail("computed again"))
+    assert D.all_descriptors(structures, cache=True).equals(plain)   # read back from the file
+    with pytest.raises(pytest.fail.Exception, match="computed again"):   # other crystals: another entry
+        D.all_descriptors(structures[:1], cache=True)
+
+
 def test_descriptor_errors_and_structure_descriptors():
     with pytest.raises(ValueError, match="unknown or multi-valued property"):
         D.composition_descriptors(["Fe"], ["NoSuchProperty"])
@@ -356,11 +367,28 @@ def test_real_structures_without_the_data_wheel_says_how_to_install_it(monkeypat
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "crystal_toolkit" else real_find_spec(name, *a))
     M._matbench_raw.cache_clear()
+    M._matbench_magnetic.cache_clear()
     try:
         with pytest.raises(FileNotFoundError, match="pip install --no-deps crystal-toolkit"):
             M.real_structures(max_sites=4, n=5, seed=0)
     finally:
         M._matbench_raw.cache_clear()
+        M._matbench_magnetic.cache_clear()
+
+
+def test_real_structures_are_the_same_from_the_disk_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SYMVIZ_CACHE", str(tmp_path))
+    M._matbench_magnetic.cache_clear()
+    first = M.real_structures(max_sites=5, n=12, seed=3)
+    assert len(list((tmp_path / "magnetic").glob("matbench_magnetic_*.json"))) == 1
+    M._matbench_magnetic.cache_clear()
+    monkeypatch.setattr(M, "_matbench_raw", lambda: pytest.fail("the whole matbench file was parsed again"))
+    again = M.real_structures(max_sites=5, n=12, seed=3)
+    M._matbench_magnetic.cache_clear()
+    assert [r["id"] for r in first] == [r["id"] for r in again]
+    assert all(a["structure"] == b["structure"] for a, b in zip(first, again))
+    assert np.allclose([r["mp_dft_moment_per_atom"] for r in first], [r["mp_dft_moment_per_atom"] for r in again],
+                       equal_nan=True)
 
 
 # ---------------------------------------------------------------- the exercise: scoring the stochastic selection

@@ -35,13 +35,13 @@ import gzip
 import hashlib
 import json
 import math
-import os
-import pickle
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from symviz.data.cache import cached, source_digest, structures_digest
 
 __all__ = [
     "SpaceGroup", "space_group", "site_permutations", "compose_operations", "site_orbits", "pair_orbits",
@@ -531,29 +531,9 @@ def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int
 
     key = [hashlib.sha1(blob).hexdigest(), None if n is None else int(n), int(seed),
            None if max_sites is None else int(max_sites)]
-    sub = _cached("matbench_dielectric", key, select, json.dumps, json.loads)
+    sub = cached("crystals", "matbench_dielectric", key, select, fmt="json")
     structures = [Structure.from_dict(d) for d in sub["structure"]]
     return structures, np.array(sub["n"], dtype=np.float64), np.array(sub["spg_num"], dtype=np.int64)
-
-
-def _cached(kind: str, key: Any, compute, dumps, loads):
-    """``compute()``, kept in ``cache_dir()/crystals`` under a hash of ``key`` (JSON-able) with ``dumps`` (-> str or
-    bytes) and read back with ``loads``; a cache file that cannot be read is computed again and replaced."""
-    from symviz.train import cache_dir
-
-    path = cache_dir() / "crystals" / f"{kind}_{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]}"
-    if path.exists():
-        try:
-            return loads(path.read_bytes())
-        except Exception:   # noqa: BLE001 - a truncated or foreign file: compute again
-            pass
-    value = compute()
-    data = dumps(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    tmp.replace(path)   # atomic: a reader never sees half a file
-    return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -649,9 +629,6 @@ class SymmetryGraphs:
     n_distance_shells: np.ndarray
 
 
-_SYMMETRY_GRAPHS_FORMAT = 1   # bump when SymmetryGraphs or CrystalGraph change: old cache files are then not read
-
-
 def symmetry_graphs(structures: Sequence[Any], targets: Sequence[float] | None = None, cutoff: float = 5.0,
                     max_neighbors: int | None = 12, node_features: str = "cgcnn", symprec: float = 1e-2,
                     tol: float = 1e-3, cache: bool = False) -> SymmetryGraphs:
@@ -668,16 +645,11 @@ def symmetry_graphs(structures: Sequence[Any], targets: Sequence[float] | None =
     if featurize is None:
         raise ValueError(f"symmetry_graphs: node_features must be 'cgcnn' or 'onehot', got {node_features!r}")
     if cache:
-        h = hashlib.sha1()
-        for st in structures:
-            for arr in (st.lattice.matrix, st.frac_coords, [site.specie.Z for site in st] if st.is_ordered else [-1]):
-                h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
-        h.update(np.asarray([] if targets is None else targets, dtype=np.float64).tobytes())
-        key = [h.hexdigest(), len(structures), float(cutoff), max_neighbors, node_features, float(symprec), float(tol),
-               _SYMMETRY_GRAPHS_FORMAT]
-        return _cached("symmetry_graphs", key,
-                       lambda: symmetry_graphs(structures, targets, cutoff, max_neighbors, node_features, symprec, tol),
-                       lambda v: pickle.dumps(v, pickle.HIGHEST_PROTOCOL), pickle.loads)
+        key = [structures_digest(structures), None if targets is None else [float(t) for t in targets], float(cutoff),
+               max_neighbors, node_features, float(symprec), float(tol),
+               source_digest(__name__, "symviz.data.crystal_graph", packages=("pymatgen", "spglib"))]   # code change: recompute
+        return cached("crystals", "symmetry_graphs", key,
+                      lambda: symmetry_graphs(structures, targets, cutoff, max_neighbors, node_features, symprec, tol))
     graphs, feats, n_orb, n_shell = [], [], [], []
     for k, s in enumerate(structures):
         if not s.is_ordered:

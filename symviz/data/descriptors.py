@@ -225,12 +225,21 @@ def element_fractions(compositions: Sequence[Any], elements: Sequence[str] | Non
     return pd.DataFrame({f"fraction {e}": (F[:, col[e]] if e in col else np.zeros(len(F))) for e in els})
 
 
-def all_descriptors(structures: Sequence[Any], properties: Sequence[str] | None = None):
+def all_descriptors(structures: Sequence[Any], properties: Sequence[str] | None = None, cache: bool = False):
     """All descriptors: Magpie statistics (64 properties × :data:`STATS`), magnetic-element fractions,
-    and structure descriptors. About 340 columns to select from."""
+    and structure descriptors. About 340 columns to select from.
+
+    ``cache=True`` keeps the table in ``symviz.train.cache_dir()`` under a hash of the structures (lattices,
+    coordinates, species) and ``properties`` (a space group per crystal takes ~7 ms: 260 crystals, ~2 s)."""
     import pandas as pd
 
     structures = list(structures)
+    if cache:
+        from symviz.data.cache import cached, source_digest, structures_digest
+
+        key = [structures_digest(structures), None if properties is None else list(properties),
+               source_digest(__name__, packages=("pymatgen", "spglib", "matminer"))]   # a code change recomputes
+        return cached("magnetic", "descriptors", key, lambda: all_descriptors(structures, properties))
     comps = [s.composition for s in structures]
     comp = composition_descriptors(comps, properties)
     return pd.concat([comp, element_fractions(comps), structure_descriptors(structures)], axis=1)
