@@ -774,3 +774,10 @@ def test_training_uses_fits_named_adam_with_the_chapters_recipe(kind, monkeypatc
                              lr=3e-3, batch_size=10, device="cpu")
         expected = {"optimizer": "adam", "lr": 3e-3, "weight_decay": 1e-12, "scheduler": "cosine"}
     assert len(calls) == 1 and {k: calls[0].get(k) for k in expected} == expected
+
+
+def test_training_costs_name_every_model():
+    from symviz.chapters.ch02_learned_canonicalization.experiments import IMAGE_MODELS, NBODY_MODELS, TRAINING_COST
+
+    assert set(TRAINING_COST["image"]) == set(IMAGE_MODELS) and set(TRAINING_COST["nbody"]) == set(NBODY_MODELS)
+    assert all(c > 0 for table in TRAINING_COST.values() for c in table.values())

@@ -33,13 +33,18 @@ from symviz.nn.canonical import (CanonicalizedNBodyModel, FrameAveragedNBodyMode
 from symviz.nn.egnn import MCEGNN, predict_nbody
 from symviz.nn.gcnn import P4CNN, SmallCNN
 
-__all__ = ["IMAGE_MODELS", "POINTSET_MODELS", "NBODY_MODELS", "make_image_model", "make_pointset_model", "train_classifier",
+__all__ = ["IMAGE_MODELS", "POINTSET_MODELS", "NBODY_MODELS", "TRAINING_COST", "make_image_model", "make_pointset_model", "train_classifier",
            "TensorBatches", "accuracy", "rot90_augment", "se3_invariance_error", "EGNNPositions", "make_nbody_model",
            "train_nbody_model", "nbody_test_mse", "nbody_equivariance_error", "symmetric_path_frames",
            "symmetric_path_elements"]
 
 IMAGE_MODELS = ("cnn", "cnn_augmented", "moments", "learned", "p4cnn")
 """Names of the image classifiers, in the order the chapter shows them."""
+
+TRAINING_COST = {"image": {"cnn": 1.0, "cnn_augmented": 1.0, "moments": 1.2, "learned": 1.8, "p4cnn": 1.5},
+                 "nbody": {"gnn": 0.6, "pca_gnn": 0.8, "fa_gnn": 1.3, "learned": 2.1, "egnn": 1.0}}
+"""Relative run time of one quick-mode training of each model (measured: seconds at one thread on an AMD EPYC, Zen 4),
+so that :func:`symviz.train.parallel_runs` starts the longest first (its ``cost``)."""
 
 POINTSET_MODELS = ("pointnet", "pca", "learned")
 
