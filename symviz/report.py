@@ -209,6 +209,22 @@ def exercises() -> list[dict[str, Any]]:
     return [dict(e) for e in _exercises]
 
 
+def used_exercises() -> set[tuple[str, str]]:
+    """``(name, source)`` of every recorded exercise marked ``used_downstream`` in this process."""
+    return {(e["name"], e["source"]) for e in _exercises if e["used_downstream"]}
+
+
+def mark_used(keys: Any) -> None:
+    """Mark the recorded exercises ``(name, source)`` in ``keys`` as used downstream (a worker process of
+    :func:`symviz.train.parallel_runs` used them: its calls never reach this process's record otherwise)."""
+    changed = False
+    for e in _exercises:
+        if (e["name"], e["source"]) in keys and not e["used_downstream"]:
+            e["used_downstream"] = changed = True
+    if changed and _current is not None:
+        _current._write()
+
+
 class Accepted:
     """What :func:`accept` returns: calls (and attribute access) go to the implementation in use, and the first
     call marks the exercise ``used_downstream``.

@@ -290,24 +290,30 @@ def _can_fork() -> tuple[bool, str]:
 
 def _run_in_child(job: Callable[[], Any], write_fd: int, threads: int) -> None:
     """Body of a forked worker: run ``job`` with its output captured, send the pickled outcome, exit."""
+    from symviz import report
+
     global _IN_WORKER
     _IN_WORKER = True
     status = 1
     try:
         out = io.StringIO()
+        used_before = report.used_exercises()
         try:
             getattr(torch.set_num_threads, "__wrapped__", torch.set_num_threads)(threads)
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), \
                     warnings.catch_warnings(record=True) as caught:
                 result = job()
         except BaseException:   # noqa: BLE001 - the parent runs the job again, so the error surfaces there
-            payload = pickle.dumps(("error", traceback.format_exc(), "", []), pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(("error", traceback.format_exc(), "", [], set()), pickle.HIGHEST_PROTOCOL)
         else:
+            # the learner's exercises this job called: the parent marks them used (the calls happened here)
+            used = report.used_exercises() - used_before
             try:
-                payload = pickle.dumps(("ok", result, out.getvalue(), [(str(w.message), w.category) for w in caught]),
-                                       pickle.HIGHEST_PROTOCOL)
+                payload = pickle.dumps(("ok", result, out.getvalue(), [(str(w.message), w.category) for w in caught],
+                                        used), pickle.HIGHEST_PROTOCOL)
             except Exception as err:   # noqa: BLE001 - e.g. a model holding a lambda
-                payload = pickle.dumps(("unpicklable", f"{type(err).__name__}: {err}", "", []), pickle.HIGHEST_PROTOCOL)
+                payload = pickle.dumps(("unpicklable", f"{type(err).__name__}: {err}", "", [], set()),
+                                       pickle.HIGHEST_PROTOCOL)
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(payload)
         status = 0
@@ -344,6 +350,8 @@ def parallel_runs(jobs: Iterable[Callable[[], Any]], workers: int | None = None,
     >>> parallel_runs([functools.partial(pow, 2, k) for k in range(4)], workers=2)
     [1, 2, 4, 8]
     """
+    from symviz import report
+
     jobs = list(jobs)
     for k, job in enumerate(jobs):
         if not callable(job):
@@ -398,7 +406,8 @@ def parallel_runs(jobs: Iterable[Callable[[], Any]], workers: int | None = None,
                 try:
                     outcomes[k] = pickle.loads(bytes(data))
                 except Exception:   # noqa: BLE001 - the worker died before sending its result (e.g. out of memory)
-                    outcomes[k] = ("lost", "the worker process ended without a result (killed, e.g. for memory?)", "", [])
+                    outcomes[k] = ("lost", "the worker process ended without a result (killed, e.g. for memory?)", "", [],
+                                   set())
     finally:
         for fd, (_k, pid, _data) in running.items():   # interrupted: stop the workers still running
             with contextlib.suppress(OSError):
@@ -409,7 +418,8 @@ def parallel_runs(jobs: Iterable[Callable[[], Any]], workers: int | None = None,
 
     results = []
     for k, job in enumerate(jobs):
-        status, value, printed, caught = outcomes[k]
+        status, value, printed, caught, used = outcomes[k]
+        report.mark_used(used)
         if printed:
             print(printed, end="")
         for message, category in caught:

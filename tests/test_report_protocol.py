@@ -173,3 +173,22 @@ def test_an_unpickled_exercise_without_a_registration_keeps_its_own_record():
     back = pickle.loads(data)
     assert back(4) == 16 and back._record["name"] == "square" and back._record["used_downstream"]
     assert report.exercises() == []
+
+
+def _use_and_forget(fn):
+    fn(3)                   # used inside the worker, and nothing that holds it comes back
+    return 9
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parallel_runs forks on Linux only")
+def test_an_exercise_used_in_a_worker_counts_even_when_the_result_does_not_hold_it():
+    import functools
+
+    from symviz.train import parallel_runs
+
+    fn = report.accept("square", _square, is_square, reference=_square)
+    other = report.accept("cube", lambda k: k ** 3, lambda f: True, reference=lambda k: k ** 3)
+    assert parallel_runs([functools.partial(_use_and_forget, fn)] * 2, workers=2) == [9, 9]
+    used = {e["name"]: e["used_downstream"] for e in report.exercises()}
+    assert used == {"square": True, "cube": False}, "only the exercise the workers called"
+    assert other(2) == 8
