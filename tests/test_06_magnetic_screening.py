@@ -102,6 +102,26 @@ def test_cgcnn_invariances_float64(pool):
     assert torch.allclose(sup, expected, rtol=1e-8, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gaussian_expansions_hold_no_subnormal_numbers(dtype):
+    # CGCNN's and MEGNet's Gaussian bases: exact zeros where exp would be subnormal (slow on x86), the plain
+    # formula everywhere else
+    from symviz.nn.cgcnn import GaussianDistance, gaussian_expansion
+    from symviz.nn.megnet import GaussianBasis
+
+    d = torch.linspace(0.0, 8.0, 801, dtype=dtype)
+    tiny = torch.finfo(dtype).tiny
+    for basis in (GaussianDistance(cutoff=8.0, n_gaussians=41), GaussianBasis(r_max=8.0, n_centers=100, width=0.05)):
+        u = basis(d)
+        plain = torch.exp(-((d[:, None] - basis.centers.to(dtype)) ** 2) / basis.width ** 2)
+        assert u.dtype == dtype and u.shape == plain.shape
+        assert ((plain > 0) & (plain < tiny)).any()          # the plain formula does make subnormals here
+        assert not ((u > 0) & (u < tiny)).any()
+        normal = plain >= tiny
+        assert torch.equal(u[normal], plain[normal]) and (u[~normal] == 0).all()
+    assert gaussian_expansion(torch.tensor([2.0], dtype=dtype), torch.tensor([2.0]), 0.2).item() == 1.0
+
+
 def test_cgcnn_is_not_blind_to_geometry():
     torch.manual_seed(0)
     model = CGCNN(node_dim=92, cutoff=5.0).double().eval()

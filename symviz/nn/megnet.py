@@ -40,7 +40,7 @@ import math
 import torch
 from torch import nn
 
-from symviz.nn.cgcnn import scatter_mean, scatter_sum
+from symviz.nn.cgcnn import gaussian_expansion, scatter_mean, scatter_sum
 
 __all__ = ["shifted_softplus", "GaussianBasis", "scatter_softmax", "Set2Set", "MEGNetBlock", "MEGNet"]
 
@@ -84,7 +84,7 @@ class GaussianBasis(nn.Module):
         self.width = float(width)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-((d[:, None] - self.centers.to(d.dtype)) ** 2) / self.width ** 2)
+        return gaussian_expansion(d, self.centers, self.width)
 
 
 def scatter_softmax(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
