@@ -206,6 +206,16 @@ def test_matbench_subset_and_symmetry_graphs_are_cached(monkeypatch, tmp_path):
     assert C.symmetry_graphs(again[0], targets=again[1], cutoff=6.0, cache=True).graphs[0].num_edges == plain.graphs[0].num_edges
 
 
+def test_matbench_loader_without_the_data_wheel_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "crystal_toolkit" else real_find_spec(name, *a))
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps crystal-toolkit"):
+        C.load_matbench_dielectric(5, seed=0, max_sites=6)
+
+
 def test_matbench_smoke_run_loads_a_few_structures(monkeypatch):
     """`symviz run --smoke` with full mode's n=None: at most SMOKE_STRUCTURES, not the graphs of all 4,764."""
     from symviz import train

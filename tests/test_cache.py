@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from symviz.data.cache import cached, source_digest, structures_digest
+from symviz.data.cache import cached, file_digest, source_digest, structures_digest
 
 
 def test_cached_computes_once_then_reads_the_file(tmp_path, monkeypatch):
@@ -66,3 +66,17 @@ def test_source_digest_follows_the_code_and_the_package_versions(tmp_path, monke
     assert source_digest(symviz_cache_probe, packages=("numpy",)) != source_digest(symviz_cache_probe)
     assert source_digest(symviz_cache_probe, packages=("no-such-package-here",)) != source_digest(symviz_cache_probe)
     sys.modules.pop("symviz_cache_probe", None)
+
+
+def test_file_digest_is_the_sha1_of_the_bytes_and_follows_a_rewritten_file(tmp_path):
+    import hashlib
+    import os
+
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"first")
+    assert file_digest(f) == file_digest(str(f)) == hashlib.sha1(b"first").hexdigest()
+    f.write_bytes(b"second, longer")
+    os.utime(f, ns=(1, 1))                    # a different size and modification time: hashed again
+    assert file_digest(f) == hashlib.sha1(b"second, longer").hexdigest()
+    with pytest.raises(FileNotFoundError):
+        file_digest(tmp_path / "missing.bin")

@@ -7,6 +7,7 @@ crystals), so a file that cannot be read is simply computed again and replaced.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["cached", "source_digest", "structures_digest"]
+__all__ = ["cached", "file_digest", "source_digest", "structures_digest"]
 
 _FORMATS = {
     "json": (lambda v: json.dumps(v).encode(), lambda b: json.loads(b)),
@@ -53,6 +54,19 @@ def cached(folder: str, kind: str, key: Any, compute: Callable[[], Any], fmt: st
     tmp.write_bytes(dumps(value))
     tmp.replace(path)
     return value
+
+
+def file_digest(path: os.PathLike | str) -> str:
+    """SHA-1 of a data file's bytes, for a cache key; remembered per (path, size, modification time) in this process,
+    so a chapter that loads from the same file several times reads and hashes it once."""
+    st = os.stat(path)
+    return _file_digest(os.fspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha1(fh.read()).hexdigest()
 
 
 def structures_digest(structures: Sequence[Any]) -> str:

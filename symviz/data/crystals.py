@@ -33,20 +33,22 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from symviz.data.cache import cached, source_digest, structures_digest
+from symviz.data.cache import cached, file_digest, source_digest, structures_digest
 
 __all__ = [
     "SpaceGroup", "space_group", "site_permutations", "compose_operations", "site_orbits", "pair_orbits",
     "canonical_labels", "pair_distances", "lattice_supercell", "LATTICES", "AlloyDataset", "alloy_dataset",
-    "load_matbench_dielectric", "edge_orbits", "orbit_edge_features", "symmetry_graphs", "SymmetryGraphs",
+    "load_matbench_dielectric", "matbench_dielectric_file", "edge_orbits", "orbit_edge_features", "symmetry_graphs", "SymmetryGraphs",
     "structure_to_atoms",
 ]
 
@@ -481,6 +483,20 @@ SMOKE_STRUCTURES = 64
 """How many matbench structures a smoke run (`symviz run --smoke`) loads at most."""
 
 
+def matbench_dielectric_file() -> Path:
+    """Where the crystal-toolkit wheel keeps matbench's ``dielectric`` set (found without importing crystal_toolkit,
+    installed ``--no-deps``, whose ``__init__`` needs dash); a FileNotFoundError that says how to install it."""
+
+    spec = importlib.util.find_spec("crystal_toolkit")
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "apps" / "examples" / "matbench_dielectric.json.gz"
+    if path is None or not path.is_file():
+        raise FileNotFoundError("the matbench dielectric structures ship in the crystal-toolkit wheel, which is not "
+                                "installed here: pip install --no-deps crystal-toolkit (make setup does)")
+    return path
+
+
 def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int | None = None):
     """Materials Project structures with their refractive index (matbench ``dielectric``).
 
@@ -495,23 +511,11 @@ def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int
     Returns:
         ``(structures, refractive_index (N,) float64 array, space_group_numbers (N,) int array)``.
     """
-    import importlib.util
-    from pathlib import Path
-
     if n is not None and not (isinstance(n, (int, np.integer)) and n >= 1):
         raise ValueError(f"load_matbench_dielectric: n must be a positive int or None, got {n!r}")
     if max_sites is not None and not (isinstance(max_sites, (int, np.integer)) and max_sites >= 1):
         raise ValueError(f"load_matbench_dielectric: max_sites must be a positive int or None, got {max_sites!r}")
-    # find the file without importing crystal_toolkit (installed --no-deps, its __init__ needs dash)
-    spec = importlib.util.find_spec("crystal_toolkit")
-    try:
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("crystal_toolkit")
-        path = Path(list(spec.submodule_search_locations)[0]) / "apps" / "examples" / "matbench_dielectric.json.gz"
-        blob = path.read_bytes()
-    except FileNotFoundError as err:
-        raise FileNotFoundError("load_matbench_dielectric: the crystal-toolkit wheel is not installed; "
-                                "pip install --no-deps crystal-toolkit") from err
+    path = matbench_dielectric_file()
     from pymatgen.core import Structure
 
     from symviz.train import smoke_cap
@@ -519,7 +523,7 @@ def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int
     n = smoke_cap(n, SMOKE_STRUCTURES)
 
     def select() -> dict:
-        raw = json.loads(gzip.decompress(blob))   # all 4,764 structures: ~1 s, so the subset is cached
+        raw = json.loads(gzip.decompress(path.read_bytes()))   # all 4,764 structures: ~1 s, so the subset is cached
         keys = sorted(raw["structure"], key=int)
         if max_sites is not None:
             keys = [k for k in keys if len(raw["structure"][k]["sites"]) <= max_sites]
@@ -529,7 +533,7 @@ def load_matbench_dielectric(n: int | None = None, seed: int = 0, max_sites: int
         return {"structure": [raw["structure"][k] for k in keys], "n": [float(raw["n"][k]) for k in keys],
                 "spg_num": [int(raw["spg_num"][k]) for k in keys]}
 
-    key = [hashlib.sha1(blob).hexdigest(), None if n is None else int(n), int(seed),
+    key = [file_digest(path), None if n is None else int(n), int(seed),
            None if max_sites is None else int(max_sites)]
     sub = cached("crystals", "matbench_dielectric", key, select, fmt="json")
     structures = [Structure.from_dict(d) for d in sub["structure"]]

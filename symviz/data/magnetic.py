@@ -249,18 +249,11 @@ def _aflow_decorations(n: int, seed: int = 0, max_sites: int = 6) -> list[dict]:
     return out
 
 
-def _matbench_path() -> Path:
-    from importlib.util import find_spec
-
-    spec = find_spec("crystal_toolkit")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("crystal_toolkit is not installed (pip install --no-deps crystal-toolkit)")
-    return Path(list(spec.submodule_search_locations)[0]) / "apps" / "examples" / "matbench_dielectric.json.gz"
-
-
 @lru_cache(maxsize=1)
 def _matbench_raw() -> dict:
-    with gzip.open(_matbench_path(), "rt") as fh:
+    from symviz.data.crystals import matbench_dielectric_file
+
+    with gzip.open(matbench_dielectric_file(), "rt") as fh:
         return json.load(fh)
 
 
@@ -268,17 +261,17 @@ def _matbench_raw() -> dict:
 def _matbench_magnetic(max_sites: int) -> tuple:
     """``(key, structure dict)`` of the matbench structures with at most ``max_sites`` sites and a magnetic element,
     in the file's order; cached on disk (parsing all 4,764 structures takes ~1 s, this subset ~0.05 s)."""
-    from symviz.data.cache import cached
+    from symviz.data.cache import cached, file_digest
+    from symviz.data.crystals import matbench_dielectric_file
 
-    path = _matbench_path()
+    path = matbench_dielectric_file()
     mag = set(MAGNETIC_ELEMENTS)
 
     def select() -> list:
         return [[key, d] for key, d in _matbench_raw()["structure"].items() if len(d["sites"]) <= max_sites
                 and {sp["element"] for site in d["sites"] for sp in site["species"]} & mag]
 
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()
-    return tuple((k, d) for k, d in cached("magnetic", "matbench_magnetic", [digest, max_sites, sorted(mag)], select,
+    return tuple((k, d) for k, d in cached("magnetic", "matbench_magnetic", [file_digest(path), max_sites, sorted(mag)], select,
                                            fmt="json"))
 
 
