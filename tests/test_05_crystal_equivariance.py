@@ -816,3 +816,17 @@ def test_same_distance_configurations_and_zero_readout(hcp_ce):
     assert not start_readout_at_mean(OccupancyMLP(36), 0.0)        # no per-site readout: left alone
     with pytest.raises(ValueError, match="finite"):
         start_readout_at_mean(net, float("nan"))
+
+
+def test_training_cost_orders_the_chapters_trainings_and_refuses_unknown_models():
+    from symviz.chapters.ch05_crystal_equivariance.experiments import training_cost
+
+    names = ("equivariant (orbit MP)", "CGCNN (distance MP)", "MLP on occupancies")   # the notebook's models
+    eq, cg, mlp = (training_cost(name, 32, 300) for name in names)
+    assert cg > eq > mlp > 0
+    assert training_cost(names[0], 8, 300) < training_cost(names[0], 32, 300) == training_cost(names[0], 64, 300)
+    assert training_cost(names[1], 32, 150) == cg / 2
+    with pytest.raises(ValueError, match="must start with one of"):
+        training_cost("SchNet", 8, 10)
+    with pytest.raises(ValueError, match="positive ints"):
+        training_cost(names[0], 0, 10)

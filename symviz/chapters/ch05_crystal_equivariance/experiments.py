@@ -10,7 +10,23 @@ import torch
 from torch import nn
 
 __all__ = ["fit_alloy_model", "alloy_mae", "start_readout_at_mean", "cluster_expansion_label",
-           "same_distance_pair_configurations"]
+           "same_distance_pair_configurations", "TRAINING_COST", "training_cost"]
+
+TRAINING_COST = {"equivariant": 1.0, "CGCNN": 2.5, "MLP": 0.1}
+"""Relative cost of one training step of each model family at the same batch (the first word of the chapter's model
+names; measured at one thread: CGCNN's step 2.5-3x the orbit network's, the occupancy MLP's tiny)."""
+
+
+def training_cost(name: str, n: int, steps: int) -> float:
+    """A training's rough run time in relative units, so that :func:`symviz.train.parallel_runs` starts the longest
+    first: ``steps x (8 + min(n, 32)) x TRAINING_COST[family]``. The measured shape of a step: a fixed part (about 8
+    configurations' worth) plus one part per configuration of a batch of at most 32 (``fit_alloy_model``'s batch)."""
+    family = name.split()[0] if isinstance(name, str) and name.strip() else name
+    if family not in TRAINING_COST:
+        raise ValueError(f"training_cost: model name must start with one of {sorted(TRAINING_COST)}, got {name!r}")
+    if not (isinstance(n, int) and n >= 1 and isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"training_cost: n and steps must be positive ints, got n={n!r}, steps={steps!r}")
+    return float(steps * (8 + min(n, 32)) * TRAINING_COST[family])
 
 
 def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Tensor, *, epochs: int = 200,
