@@ -48,8 +48,8 @@ from symviz.data.cache import cached, file_digest, source_digest, structures_dig
 __all__ = [
     "SpaceGroup", "space_group", "site_permutations", "compose_operations", "site_orbits", "pair_orbits",
     "canonical_labels", "pair_distances", "lattice_supercell", "LATTICES", "AlloyDataset", "alloy_dataset",
-    "load_matbench_dielectric", "matbench_dielectric_file", "edge_orbits", "orbit_edge_features", "symmetry_graphs", "SymmetryGraphs",
-    "structure_to_atoms",
+    "load_matbench_dielectric", "matbench_dielectric_file", "edge_orbits", "orbit_edge_features", "symmetry_graphs",
+    "SymmetryGraphs", "structure_to_atoms",
 ]
 
 LATTICES = ("fcc", "bcc", "hcp")
@@ -486,7 +486,6 @@ SMOKE_STRUCTURES = 64
 def matbench_dielectric_file() -> Path:
     """Where the crystal-toolkit wheel keeps matbench's ``dielectric`` set (found without importing crystal_toolkit,
     installed ``--no-deps``, whose ``__init__`` needs dash); a FileNotFoundError that says how to install it."""
-
     spec = importlib.util.find_spec("crystal_toolkit")
     path = None
     if spec is not None and spec.submodule_search_locations:
