@@ -409,8 +409,6 @@ def _breaking_template(x, rep):
 WRONG_BREAKING = {
     "the element, not its inverse": (lambda x, r: _with_onehot(_lex_k(x, r, use_inverse=False), r.group),
                                      "not ρ(k)⁻¹: return the inverse"),
-    "no rounding (plane rotations)": (lambda x, r: _with_onehot(_lex_k(x, r, rounding=False), r.group),
-                                      "must be the same for the whole orbit"),
     "first coordinate only, no tie-break": (lambda x, r: _with_onehot(_lex_k(x, r, first_only=True), r.group),
                                             "must be the same for the whole orbit"),
     "always the identity": (lambda x, r: _with_onehot(torch.zeros(len(x), dtype=torch.long), r.group),
@@ -426,6 +424,12 @@ WRONG_BREAKING = {
                 "k must be a"),
     "the template": (_breaking_template, "NotImplementedError"),
 }
+
+
+# Not in WRONG_BREAKING: comparing the orbit's coordinates without rounding. Where two mirror-related points of a D5
+# orbit tie, their coordinates come from different matrices whose cosines round alike on some CPUs and not on
+# others: the check caught it on an AMD EPYC (Zen 4) and not on an Intel Xeon (Ice Lake), where that answer gives
+# a valid k. A wrong answer the check cannot catch on every machine is not asserted here.
 
 
 def test_breaking_object_check_passes_the_reference_and_other_valid_choices():
