@@ -359,6 +359,22 @@ def test_supercell_cgcnn_first_convolution_by_species_pairs_is_the_same_function
     m = SupercellCGCNN(atoms, hidden=8, n_conv=2).double()
     x = torch.rand(3, m.n_sites, dtype=torch.float64)
     assert torch.allclose(m(x).site, m.cgcnn(m.graph_batch(x)).reshape(3, -1), atol=1e-10)
+    # one class per bond length: hcp has a single one within 12 neighbours, rutile six
+    assert len(SupercellCGCNN(atoms, hidden=4).bond_lengths) == 1 and len(SupercellCGCNN(rutile, hidden=4).bond_lengths) == 6
+
+
+def test_supercell_cgcnn_pickled_before_the_species_pair_path_still_runs(hcp):
+    # a model pickled by an older symviz lacks species_pairs and the bond-length classes: it takes the edge path
+    atoms, _, _ = hcp
+    torch.manual_seed(0)
+    m = SupercellCGCNN(atoms, hidden=8, n_conv=2).double().eval()
+    x = torch.randint(0, 2, (3, m.n_sites)).double()
+    ref = m(x).site
+    old = copy.deepcopy(m)
+    del old.species_pairs
+    del old._buffers["edge_class"], old._buffers["bond_lengths"]
+    old = pickle.loads(pickle.dumps(old))
+    assert torch.allclose(old(x).site, ref, atol=1e-12)
 
 
 def test_fit_alloy_model_without_hold_out(hcp):
