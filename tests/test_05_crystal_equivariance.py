@@ -326,10 +326,21 @@ def test_supercell_cgcnn_neighbour_table_equals_the_scatter_path(hcp, rutile):
         m = SupercellCGCNN(template, hidden=8, n_conv=2).double()
         x = torch.randint(0, 2, (3, m.n_sites)).double()
         ref = m.cgcnn(m.graph_batch(x)).reshape(3, -1)
-        fast = m(x).site
-        m.dense = False
-        slow = m(x).site
+        scatter = copy.deepcopy(m)
+        scatter.dense = False
+        fast, slow = m(x).site, scatter(x).site
         assert torch.allclose(fast, slow, atol=1e-10) and torch.allclose(slow, ref, atol=1e-10)
+        # the edge BatchNorm folded into per-node terms (dense path): same gradients, same running statistics, and
+        # the same function in eval mode, on random (not one-hot) inputs too
+        ga = torch.autograd.grad((fast ** 2).sum(), list(m.parameters()))
+        gb = torch.autograd.grad((slow ** 2).sum(), list(scatter.parameters()))
+        assert all(torch.allclose(p, q, atol=1e-9) for p, q in zip(ga, gb))
+        for (name, p), q in zip(m.state_dict().items(), scatter.state_dict().values()):
+            assert torch.allclose(p.double(), q.double(), atol=1e-12), name
+        xr = torch.rand(4, m.n_sites, dtype=torch.float64)
+        assert torch.allclose(m(xr).site, scatter(xr).site, atol=1e-10)
+        m.eval(), scatter.eval()
+        assert torch.allclose(m(xr).site, scatter(xr).site, atol=1e-10)
     assert SupercellCGCNN(atoms, hidden=4).neighbors.shape == (len(atoms), 12)
 
 
