@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["usable_cores", "resolve_device", "seed_everything", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
+__all__ = ["usable_cores", "resolve_device", "seed_everything", "fused_adam", "to_device", "fit", "FitResult", "cache_dir", "evaluate", "accuracy",
            "save_checkpoint", "load_checkpoint", "torch_threads", "chapter_threads", "TensorBatches", "CompileOrEager",
            "smoke_steps", "smoke_cap", "SMOKE_ENV", "SMOKE_BATCH", "parallel_runs", "run_workers", "WORKERS_ENV", "CallRef"]
 
@@ -69,6 +69,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device='mps' was requested but MPS is not available; use device='auto' or 'cpu'")
     return torch.device(device)
+
+
+def fused_adam(model: torch.nn.Module, lr: float, weight_decay: float = 0.0,
+               device: str | torch.device = "auto") -> torch.optim.Optimizer:
+    """Adam (the original, L2 weight decay) with PyTorch's fused kernel where the device has one: one kernel per
+    parameter tensor instead of a dozen small operations, which is most of an optimizer step for the small models of
+    chapters 04 and 05 (measured on a CPU: 0.94 -> 0.45 ms per step for chapter 05's CGCNN). The same update rule as
+    ``torch.optim.Adam``; its rounding differs in the last bits, so a run is reproducible with it, not bit-identical
+    to the multi-tensor one. Moves ``model`` to ``device`` first (the kernel is chosen by the parameters' device);
+    falls back to the plain Adam on a torch or device without the fused kernel. Pass it to :func:`fit` as
+    ``optimizer=``.
+    """
+    model.to(resolve_device(device))
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):   # no fused kernel for this device or torch version
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -147,6 +147,25 @@ def test_optimizers_by_name_use_the_multi_tensor_update_with_the_numbers_of_the_
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+def test_fused_adam_is_adam_with_the_fused_kernel_and_the_same_update_rule():
+    """fused_adam: PyTorch's fused Adam where the device has it (a CPU does, from torch 2.4); the weights it trains agree
+    with the multi-tensor Adam's to rounding (not bit for bit), weight decay included."""
+    def trained(make):
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.SiLU(), torch.nn.Linear(16, 1))
+        res = train.fit(m, _loss, _data(), epochs=3, optimizer=make(m), progress=False, device="cpu")
+        return [p.detach().clone() for p in res.model.parameters()]
+
+    opt = train.fused_adam(torch.nn.Linear(2, 2), lr=3e-3, weight_decay=1e-2, device="cpu")
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["weight_decay"] == 1e-2 and opt.defaults["lr"] == 3e-3
+    assert opt.defaults["fused"] is True   # torch 2.13 on a CPU
+    a = trained(lambda m: train.fused_adam(m, lr=3e-3, weight_decay=1e-2, device="cpu"))
+    b = trained(lambda m: torch.optim.Adam(m.parameters(), lr=3e-3, weight_decay=1e-2, foreach=True))
+    assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="learning rate"):
+        train.fused_adam(torch.nn.Linear(2, 2), lr=-1.0, device="cpu")
+
+
 def _rng_states():
     import random
 

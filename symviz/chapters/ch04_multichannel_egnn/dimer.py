@@ -23,9 +23,9 @@ import time
 import torch
 
 from symviz.nn.egnn import MCEGNNVectors, count_parameters
-from symviz.train import TensorBatches, evaluate, fit
+from symviz.train import TensorBatches, evaluate, fit, fused_adam
 
-from .experiments import RunResult, _adam, _result
+from .experiments import RunResult, _result
 
 __all__ = ["spring_dimer", "rank_one_floor", "dimer_mse", "predict_dimer", "train_dimer"]
 
@@ -108,7 +108,7 @@ def train_dimer(train: dict, val: dict, test: dict, channels: int = 1, seed: int
     va = TensorBatches(*(val[k] for k in keys), batch_size=1000, shuffle=False)
     te = TensorBatches(*(test[k] for k in keys), batch_size=1000, shuffle=False)
     t0 = time.perf_counter()
-    res = fit(model, dimer_mse, tr, va, epochs=epochs, optimizer=_adam(model, lr, 0.0, device), seed=seed,
+    res = fit(model, dimer_mse, tr, va, epochs=epochs, optimizer=fused_adam(model, lr, 0.0, device), seed=seed,
               device=device, amp=False, progress=False, desc=f"dimer C={channels} seed={seed}")
     with torch.no_grad():
         test_mse = evaluate(res.model, dimer_mse, te, device)

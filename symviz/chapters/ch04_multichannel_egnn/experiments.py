@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from symviz.train import TensorBatches, evaluate, fit, resolve_device
+from symviz.train import TensorBatches, evaluate, fit, fused_adam, resolve_device
 from symviz.data.nbody import prediction_horizon
 from symviz.nn.egnn import MCEGNN, MCEGNNRegressor, count_parameters, nbody_inputs, nbody_mse, predict_nbody
 
@@ -43,17 +43,6 @@ def _loader(tensors, batch_size, shuffle, seed, drop_last=False):
     tensors = tuple(tensors)
     drop_last = drop_last and int(tensors[0].shape[0]) >= batch_size      # never an empty epoch
     return TensorBatches(*tensors, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
-
-
-def _adam(model: torch.nn.Module, lr: float, weight_decay: float, device) -> torch.optim.Optimizer:
-    """Adam, as in the EGNN reference code, with PyTorch's fused kernel where the device has one: one
-    kernel per parameter tensor instead of a dozen small ops (these models have ~50 tensors). Same
-    update rule."""
-    model.to(resolve_device(device))
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):   # no fused kernel for this device or torch version
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def training_spikes(history, factor: float = 10.0) -> list[int]:
@@ -103,7 +92,7 @@ def train_nbody(splits: dict, channels: int = 1, seed: int = 0, hidden: int = 64
     va = _loader(_nbody_tensors(splits["val"]), 500, False, seed)
     te = _loader(_nbody_tensors(splits["test"]), 500, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, nbody_mse, tr, va, epochs=epochs, optimizer=_adam(model, lr, weight_decay, device), seed=seed,
+    res = fit(model, nbody_mse, tr, va, epochs=epochs, optimizer=fused_adam(model, lr, weight_decay, device), seed=seed,
               device=device, amp=False, patience=patience, progress=progress, desc=f"N-body C={channels} seed={seed}",
               compile=compile)
     with torch.no_grad():   # (the edge-list path would otherwise build autograd graphs it never uses)
@@ -148,7 +137,7 @@ def train_solar(train: dict, test: dict, channels: int = 1, seed: int = 0, hidde
     va = _loader([train[k][cut:] for k in keys], 1000, False, seed)
     te = _loader([test[k] for k in keys], 1000, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, solar_mse, tr, va, epochs=epochs, optimizer=_adam(model, lr, 0.0, device), seed=seed,
+    res = fit(model, solar_mse, tr, va, epochs=epochs, optimizer=fused_adam(model, lr, 0.0, device), seed=seed,
               device=device, amp=False, progress=progress, scheduler=scheduler,
               desc=f"solar C={channels} seed={seed}")
     test_mse = evaluate(res.model, solar_mse, te, device)
@@ -189,7 +178,7 @@ def train_qm9(splits: dict, channels: int = 1, seed: int = 0, hidden: int = 64, 
     va = _loader(tensors(splits["val"]), 500, False, seed)
     te = _loader(tensors(splits["test"]), 500, False, seed)
     t0 = time.perf_counter()
-    res = fit(model, loss, tr, va, epochs=epochs, optimizer=_adam(model, lr, 0.0, device), seed=seed,
+    res = fit(model, loss, tr, va, epochs=epochs, optimizer=fused_adam(model, lr, 0.0, device), seed=seed,
               device=device, amp=False, progress=progress,
               scheduler="cosine", desc=f"QM9 C={channels} seed={seed}")
     test_mae = evaluate(res.model, mae, te, device)

@@ -33,7 +33,8 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
                     steps: int | None = None, lr: float = 3e-3, batch_size: int = 32, seed: int = 0,
                     device: str = "auto", val_fraction: float = 0.2, patience: int | None = None,
                     site_energy: torch.Tensor | None = None, zero_readout: bool = False):
-    """Fit ``model`` (occupancy ``(N, n)`` -> :class:`CrystalPrediction`) to energies ``(N,)`` with MSE.
+    """Fit ``model`` (occupancy ``(N, n)`` -> :class:`CrystalPrediction`) to energies ``(N,)`` with MSE (Adam,
+    :func:`symviz.train.fused_adam`).
 
     A random ``val_fraction`` of the training set (at least 2 configurations) picks the best epoch
     (its weights are restored) and, with ``patience``, stops early. ``val_fraction=0`` holds nothing
@@ -46,7 +47,7 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
     :class:`~symviz.nn.crystal.CrystalEquivariantNet`; others are left as they are).
     Returns :class:`symviz.train.FitResult`.
     """
-    from symviz.train import TensorBatches, fit
+    from symviz.train import TensorBatches, fit, fused_adam
 
     if occupancy.ndim != 2 or energy.shape != (occupancy.shape[0],):
         raise ValueError(f"fit_alloy_model: need occupancy (N, n) and energy (N,), got {tuple(occupancy.shape)} "
@@ -86,8 +87,9 @@ def fit_alloy_model(model: nn.Module, occupancy: torch.Tensor, energy: torch.Ten
         start_readout_at_mean(model, float(energy[tr].mean()) / occupancy.shape[1])
     train_loader = TensorBatches(x[tr], y[tr], batch_size=batch_size, seed=seed)   # one gather per batch, no collate
     val_loader = TensorBatches(x[val], y[val], batch_size=512, shuffle=False) if n_val else None
-    return fit(model, loss_fn, train_loader, val_loader, epochs=epochs, lr=lr, seed=seed, device=device,
-               patience=patience, progress=False, desc=type(model).__name__)
+    # Adam with the fused kernel: measured 0.94 -> 0.45 ms of a 7-17 ms training step of the CGCNN below
+    return fit(model, loss_fn, train_loader, val_loader, epochs=epochs, optimizer=fused_adam(model, lr, 0.0, device),
+               seed=seed, device=device, patience=patience, progress=False, desc=type(model).__name__)
 
 
 @torch.no_grad()
