@@ -164,6 +164,11 @@ def test_fused_adam_is_adam_with_the_fused_kernel_and_the_same_update_rule():
     assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
     with pytest.raises(ValueError, match="learning rate"):
         train.fused_adam(torch.nn.Linear(2, 2), lr=-1.0, device="cpu")
+    # eps is Adam's (chapter 07's recipe depends on it); device=None leaves the model where it is
+    opt = train.fused_adam(torch.nn.Linear(2, 2), lr=1e-4, device=None, eps=1e-3)
+    assert opt.defaults["eps"] == 1e-3 and opt.defaults["fused"] is True
+    with pytest.raises(ValueError, match="epsilon"):
+        train.fused_adam(torch.nn.Linear(2, 2), lr=1e-4, device=None, eps=-1.0)
 
 
 def _rng_states():

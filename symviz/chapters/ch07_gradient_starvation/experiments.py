@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from symviz.losses import spectral_decoupling_loss
-from symviz.train import smoke_steps
+from symviz.train import fused_adam, smoke_steps
 
 __all__ = ["MLP", "TrainResult", "train_full_batch", "train_colored_recipe", "train_colored_branches", "BRANCHES", "decision_grid", "boundary_points",
            "decision_margin", "linear_feature_dynamics", "coupling_toy", "feature_responses", "ntk_features", "binary_accuracy",
@@ -143,7 +143,7 @@ def train_full_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lam:
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     elif optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = fused_adam(model, lr, device=None)
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     y = y.float()
@@ -203,7 +203,7 @@ def train_colored_recipe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_t
     if smoke_steps() is not None:  # `symviz run --smoke`: a few steps on each side of the switch
         anneal, steps = min(anneal, smoke_steps()), min(anneal, smoke_steps()) + smoke_steps()
     y = y.float()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
+    opt = fused_adam(model, lr, device=None, eps=eps)
     rows = []
     t0 = time.perf_counter()
 
@@ -225,7 +225,7 @@ def train_colored_recipe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_t
                 loss = nll + coef * sd
             else:
                 if step == anneal and reset_optimizer:
-                    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
+                    opt = fused_adam(model, lr, device=None, eps=eps)
                 loss = coef * (nll + sd)
         if step % log_every == 0:
             log(step, logits.detach(), nll.detach())
@@ -296,7 +296,7 @@ def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test:
     y, y_test = y.float(), y_test.float()
     torch.manual_seed(seed)
     model = make_model()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
+    opt = fused_adam(model, lr, device=None, eps=eps)
 
     def row(m, step, logits, nll):
         return {"step": step, "nll": float(nll), "train_acc": float(((logits > 0).float() == y).float().mean()),
@@ -331,7 +331,7 @@ def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test:
         if b == "sd_gd":
             o = torch.optim.SGD(m.parameters(), lr=gd_lr)
         else:
-            o = torch.optim.Adam(m.parameters(), lr=lr, eps=eps)
+            o = fused_adam(m, lr, device=None, eps=eps)
         if b not in ("sd_fresh_adam", "sd_gd"):
             o.load_state_dict(copy.deepcopy(opt.state_dict()))
         loss_of = {"erm": lambda nll, z: nll,
