@@ -335,8 +335,26 @@ def _run_in_child(job: Callable[[], Any], write_fd: int, threads: int) -> None:
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(payload)
         status = 0
+    except BaseException:   # noqa: BLE001 - outside the job (setting up, sending): say why on the real stderr
+        with contextlib.suppress(BaseException):
+            os.write(2, ("parallel_runs: a worker process failed outside its job:\n" + traceback.format_exc()).encode())
     finally:
         os._exit(status)   # never return into the parent's code (a kernel, a test runner) in the child
+
+
+def _exit_description(wait_status: int) -> str:
+    """How a worker process ended, from ``os.waitpid``'s status: ``"killed by SIGKILL"``, ``"exit status 1"``."""
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"killed by {name}" + (", e.g. for memory" if sig == signal.SIGKILL else "")
+    if os.WIFEXITED(wait_status):
+        code = os.WEXITSTATUS(wait_status)
+        return f"exit status {code}" + (": it failed outside its job, see the traceback on stderr" if code == 1 else "")
+    return f"wait status {wait_status}"
 
 
 def parallel_runs(jobs: Iterable[Callable[[], Any]], workers: int | None = None,
@@ -420,12 +438,12 @@ def parallel_runs(jobs: Iterable[Callable[[], Any]], workers: int | None = None,
                     continue
                 k, pid, data = running.pop(fd)
                 os.close(fd)
-                os.waitpid(pid, 0)
+                _, wait_status = os.waitpid(pid, 0)
                 try:
                     outcomes[k] = pickle.loads(bytes(data))
                 except Exception:   # noqa: BLE001 - the worker died before sending its result (e.g. out of memory)
-                    outcomes[k] = ("lost", "the worker process ended without a result (killed, e.g. for memory?)", "", [],
-                                   set())
+                    outcomes[k] = ("lost", f"the worker process ended without a result: {_exit_description(wait_status)}"
+                                           f", {len(data)} bytes received", "", [], set())
     finally:
         for fd, (_k, pid, _data) in running.items():   # interrupted: stop the workers still running
             with contextlib.suppress(OSError):

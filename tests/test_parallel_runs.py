@@ -95,9 +95,27 @@ def _dies_in_a_worker():
 
 @linux_only
 def test_a_worker_killed_before_its_result_is_replaced_by_a_run_here():
-    with pytest.warns(RuntimeWarning, match="ended without a result"):
+    with pytest.warns(RuntimeWarning, match="ended without a result: killed by SIGKILL, e.g. for memory, 0 bytes"):
         out = parallel_runs([_dies_in_a_worker, functools.partial(_where, 2)], workers=2)
     assert out[0] == "computed here" and out[1][0] == 2
+
+
+def _broken_bookkeeping():
+    raise RuntimeError("bookkeeping broke")
+
+
+@linux_only
+def test_a_worker_that_fails_outside_its_job_says_so_and_the_job_runs_here(monkeypatch, capfd):
+    """An error in the worker's own code (not the job's) leaves no result: the parent names the exit status, the
+    worker's traceback is on the real stderr, and the job still runs here."""
+    from symviz import report
+
+    monkeypatch.setattr(report, "used_exercises", _broken_bookkeeping)   # the worker calls it before the job
+    with pytest.warns(RuntimeWarning, match="exit status 1: it failed outside its job"):
+        out = parallel_runs([functools.partial(_where, 3), functools.partial(_where, 4)], workers=2)
+    assert [k for k, _ in out] == [3, 4] and all(pid == os.getpid() for _, pid in out)
+    err = capfd.readouterr().err
+    assert "failed outside its job" in err and "bookkeeping broke" in err
 
 
 def _nested(k: int):
