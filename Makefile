@@ -31,7 +31,8 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip "setuptools>=68,<81" wheel
 	$(VPY) -m pip install -q "$(TORCH_SPEC)"
-	$(VPY) -m pip install -q -e ".[test,browser]"
+	@# setuptools tells every flat-layout editable install that a same-named folder may shadow the package: known, silenced
+	PYTHONWARNINGS="ignore:Editable installation" $(VPY) -m pip install -q -e ".[test,browser]"
 	$(VPY) -m pip install -q --no-deps $$($(VPY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['symviz']['pip-no-deps']))")
 	$(VPY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
 	@touch $@
