@@ -1080,3 +1080,14 @@ def test_conclude_records_the_toy_claims():
     assert not toy["spring dimer: every one-channel run on or above the rank-1 floor (Eckart-Young)"]
     with pytest.raises(ValueError, match="dimer_table needs dimer_floor"):
         conclude(dimer_table=good, **{**common, "dimer_floor": None})
+
+
+def test_training_cost_orders_the_jobs_as_measured_and_refuses_bad_channels():
+    """parallel_runs' cost for chapter 04: more channels cost more, the learner's edge-list path most (as measured)."""
+    from symviz.chapters.ch04_multichannel_egnn.experiments import training_cost
+
+    assert training_cost(1) == 1.0 < training_cost(2) < training_cost(3) < training_cost(2, learner_update=True)
+    assert training_cost(2, learner_update=True) / training_cost(2) == pytest.approx(1.35)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="channels must be a positive integer"):
+            training_cost(bad)
