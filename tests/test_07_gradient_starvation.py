@@ -14,7 +14,8 @@ from symviz.data.starvation import (colored_fashion_mnist, colored_images, color
 from symviz.losses import spectral_decoupling, spectral_decoupling_centred, spectral_decoupling_loss
 from symviz.chapters.ch07_gradient_starvation.experiments import (MLP, BRANCHES, boundary_points, coupling_toy, decision_grid,
                                       decision_margin, feature_responses, linear_feature_dynamics, ntk_features,
-                                      train_colored_branches, train_full_batch)
+                                      train_colored_branches, train_full_batch, ColourSplitInput)
+import symviz.chapters.ch07_gradient_starvation.experiments as ch07_experiments
 
 torch.set_num_threads(1)
 
@@ -387,6 +388,66 @@ def test_colored_branches_share_phase_one_and_adam_memory():
         train_colored_branches(make, x, y, x, y, steps=10, anneal=10)
 
 
+def _coloured(n, size=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    env = colored_images(torch.rand(n, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g), 0.3,
+                         size=size, generator=g)
+    return env.x.double(), env.y
+
+
+@pytest.mark.parametrize("out_dim", [1, 3])
+def test_colour_split_input_is_the_same_function_and_gradient(out_dim):
+    x, _ = _coloured(40)
+    x[5] = 0.0                                            # a blank image: either group is right
+    torch.manual_seed(0)
+    m = MLP(98, 12, out_dim=out_dim, depth=2, init="xavier").double()
+    split = ColourSplitInput(x)
+    assert sorted(split.order.tolist()) == list(range(40))
+    assert split.first.shape[0] + split.second.shape[0] == 40 and split.pixels == 49
+    ours, ref = split(m), m(x)[split.order]
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-12)
+    w = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    g_ours = torch.autograd.grad((ours * w).sum(), list(m.parameters()))
+    g_ref = torch.autograd.grad((m(x)[split.order] * w).sum(), list(m.parameters()))
+    for a, b in zip(g_ours, g_ref):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_colour_split_input_refuses_what_it_cannot_split():
+    x, _ = _coloured(10)
+    both = x.clone()
+    both[3, 0], both[3, 1] = 0.5, 0.5                     # a picture in both channels
+    assert ColourSplitInput.applies(x) and not ColourSplitInput.applies(both)
+    for bad in (both, x[:, :1], x.flatten(1), x[:0], "images"):
+        assert not ColourSplitInput.applies(bad)
+    with pytest.raises(ValueError, match="one channel"):
+        ColourSplitInput(both)
+    with pytest.raises(TypeError, match="MLP with 98 inputs"):
+        ColourSplitInput(x)(MLP(50, 4))
+    with pytest.raises(TypeError, match="MLP with 98 inputs"):
+        ColourSplitInput(x)(torch.nn.Linear(98, 1))
+
+
+def test_colored_branches_through_the_split_match_the_plain_forward(monkeypatch):
+    x, y = _coloured(60)
+    make = lambda: MLP(98, 16, depth=2, init="xavier").double()
+    kw = dict(branches=["erm", "sd", "sd_gd"], steps=40, anneal=20, lr=1e-2, coef=1e-2, log_every=5)
+    calls, call = [], ch07_experiments.ColourSplitInput.__call__
+    monkeypatch.setattr(ch07_experiments.ColourSplitInput, "__call__", lambda self, m: calls.append(1) or call(self, m))
+    split = train_colored_branches(make, x, y, x, y, **kw)
+    assert len(calls) == 20 + 3 * (20 + 1)                 # every training forward pass went through the split
+    monkeypatch.setattr(ch07_experiments.ColourSplitInput, "applies", staticmethod(lambda x: False))
+    plain = train_colored_branches(make, x, y, x, y, **kw)
+    for b in kw["branches"]:
+        hs, hp = split[b].history, plain[b].history
+        for col in ("train_acc", "test_acc", "mean_abs_logit"):
+            assert np.allclose(hs[col], hp[col], rtol=1e-9, atol=1e-12), (b, col)
+        # the logged loss is reduced against the float32 labels: the batch order shows at float32 rounding
+        assert np.allclose(hs["nll"], hp["nll"], rtol=1e-6), b
+        for a, c in zip(split[b].model.parameters(), plain[b].model.parameters()):
+            assert torch.allclose(a, c, atol=1e-12)
+
+
 # ---------------------------------------------------------------- the coupling toy, its widget, the conclusion
 
 def test_coupling_toy_starves_under_ce_not_under_sd():
@@ -525,6 +586,26 @@ def test_train_swap_invariant_learns_without_the_colour(method):
         train_swap_invariant(make, tr.x, tr.y, te.x, te.y, method="average")
     with pytest.raises(ValueError, match=r"\(N, 2, H, W\)"):
         train_swap_invariant(make, tr.x[:, :1], tr.y, te.x, te.y)
+
+
+@pytest.mark.parametrize("method", ["group_avg", "augment"])
+def test_train_swap_invariant_through_the_split_matches_the_plain_forward(method, monkeypatch):
+    from symviz.chapters.ch07_gradient_starvation.experiments import train_swap_invariant
+
+    x, y = _coloured(50)
+    make = lambda: MLP(98, 16, depth=2, init="xavier").double()
+    calls, call = [], ch07_experiments.ColourSplitInput.__call__
+    monkeypatch.setattr(ch07_experiments.ColourSplitInput, "__call__", lambda self, m: calls.append(1) or call(self, m))
+    split = train_swap_invariant(make, x, y, x, y, method=method, steps=30, lr=1e-2, seed=0)
+    assert len(calls) == 31                               # every training forward pass went through the split
+    monkeypatch.setattr(ch07_experiments.ColourSplitInput, "applies", staticmethod(lambda x: False))
+    plain = train_swap_invariant(make, x, y, x, y, method=method, steps=30, lr=1e-2, seed=0)
+    for a, c in zip(split.model.parameters(), plain.model.parameters()):
+        assert torch.allclose(a, c, atol=1e-12)
+    assert split.history["train_acc"].tolist() == plain.history["train_acc"].tolist()
+    assert np.allclose(split.history["ce"], plain.history["ce"], rtol=1e-6)
+    with pytest.raises(TypeError, match="forward must be a function"):
+        train_full_batch(MLP(98, 4).double(), x, y, steps=2, forward="split")
 
 
 def test_swap_sensitivity_sees_a_colour_reader():
