@@ -154,9 +154,15 @@ class Report:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(self.path)
+        # a temporary file of this process's own: the worker processes of symviz.train.parallel_runs (and the kernel,
+        # as it takes their results back) may write the same report at once; with one shared temporary name, one
+        # writer's replace could find the file already moved by another (FileNotFoundError)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+            tmp.replace(self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _warn(message: str) -> None:

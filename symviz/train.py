@@ -441,9 +441,12 @@ def parallel_runs(jobs: Iterable[Callable[[], Any]], workers: int | None = None,
                 _, wait_status = os.waitpid(pid, 0)
                 try:
                     outcomes[k] = pickle.loads(bytes(data))
-                except Exception:   # noqa: BLE001 - the worker died before sending its result (e.g. out of memory)
+                except Exception as err:   # noqa: BLE001 - the worker died before sending its result (e.g. out of
+                    # memory), or the result it sent cannot be rebuilt here
+                    why = (f"{len(data)} bytes received, which could not be unpickled here ({type(err).__name__}: {err})"
+                           if data else "0 bytes received")
                     outcomes[k] = ("lost", f"the worker process ended without a result: {_exit_description(wait_status)}"
-                                           f", {len(data)} bytes received", "", [], set())
+                                           f", {why}", "", [], set())
     finally:
         for fd, (_k, pid, _data) in running.items():   # interrupted: stop the workers still running
             with contextlib.suppress(OSError):

@@ -100,6 +100,25 @@ def test_a_worker_killed_before_its_result_is_replaced_by_a_run_here():
     assert out[0] == "computed here" and out[1][0] == 2
 
 
+def _refuse_to_load():
+    raise ValueError("this result cannot be rebuilt here")
+
+
+class _LoadsBadly:
+    """Pickles fine in the worker; rebuilding it in the parent raises."""
+
+    def __reduce__(self):
+        return _refuse_to_load, ()
+
+
+@linux_only
+def test_a_result_that_cannot_be_unpickled_here_says_why_and_is_computed_here():
+    with pytest.warns(RuntimeWarning, match=r"exit status 0, \d+ bytes received, which could not be unpickled here "
+                                            r"\(ValueError: this result cannot be rebuilt here\)"):
+        out = parallel_runs([_LoadsBadly, functools.partial(_where, 2)], workers=2)
+    assert isinstance(out[0], _LoadsBadly) and out[1][0] == 2
+
+
 def _broken_bookkeeping():
     raise RuntimeError("bookkeeping broke")
 

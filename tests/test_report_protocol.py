@@ -164,6 +164,34 @@ def test_an_exercise_used_in_a_worker_process_counts_as_used_here():
     assert back._record is report._exercises[0] and back(3) == 9 and back.source == "learner"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks")
+def test_processes_writing_one_report_at_once_never_collide(tmp_path):
+    """parallel_runs' workers and the kernel may write the same report at the same moment: each writes through a
+    temporary file of its own, so no writer finds its file moved away by another."""
+    import json
+    import os
+
+    r = report.start("demo", tmp_path / "r.json", verbose=False)
+    r.metric("x", list(range(200)))
+    pids = []
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for _ in range(300):
+                    r._write()
+            except BaseException:   # noqa: BLE001
+                code = 1
+            os._exit(code)
+        pids.append(pid)
+    for _ in range(300):
+        r._write()
+    assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids] == [0, 0, 0]
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"]["x"] == list(range(200))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]      # no temporary file left behind
+
+
 def test_an_unpickled_exercise_without_a_registration_keeps_its_own_record():
     import pickle
 
