@@ -286,11 +286,19 @@ class ColourSplitInput:
         x = x.detach()
         in_second = x[:, 1].flatten(1).ne(0).any(1)                      # (N,) the picture sits in channel 1
         self.order = torch.cat([(~in_second).nonzero()[:, 0], in_second.nonzero()[:, 0]])
-        self.n_first = int((~in_second).sum())
+        n_first = int((~in_second).sum())
         pics = x[self.order]
-        self.first = pics[:self.n_first, 0].flatten(1).contiguous()      # (n0, H*W)
-        self.second = pics[self.n_first:, 1].flatten(1).contiguous()     # (n1, H*W)
+        self.first = pics[:n_first, 0].flatten(1).contiguous()           # (n0, H*W)
+        self.second = pics[n_first:, 1].flatten(1).contiguous()          # (n1, H*W)
         self.pixels = self.first.shape[1]
+
+    @classmethod
+    def for_model(cls, model: nn.Module, x: torch.Tensor) -> "ColourSplitInput | None":
+        """The split of ``x`` when ``model`` is an :class:`MLP` reading ``x``'s images and :meth:`applies` holds,
+        else None (the caller then runs ``model(x)``)."""
+        if isinstance(model, MLP) and torch.is_tensor(x) and model.in_dim == x[0].numel() and cls.applies(x):
+            return cls(x)
+        return None
 
     @staticmethod
     def applies(x) -> bool:
@@ -368,10 +376,9 @@ def train_colored_branches(make_model, x: torch.Tensor, y: torch.Tensor, x_test:
     opt = fused_adam(model, lr, device=None, eps=eps)
     # coloured images into an MLP: the first layer reads only the channel holding each picture (the same function,
     # about 40% fewer multiply-adds per step at the chapter's sizes); the images, and so the labels, are taken grouped by channel
-    if isinstance(model, MLP) and ColourSplitInput.applies(x) and model.in_dim == x[0].numel():
-        split = ColourSplitInput(x)
-        y = y[split.order]
-        forward = split
+    split = ColourSplitInput.for_model(model, x)
+    if split is not None:
+        y, forward = y[split.order], split
     else:
         def forward(m):
             return m(x)
@@ -667,8 +674,7 @@ def train_swap_invariant(make_model, x: torch.Tensor, y: torch.Tensor, x_test: t
     torch.manual_seed(seed)
     model = make_model()
     both = torch.cat([x, swap_colors(x)])                 # both methods evaluate f on every image and its swap
-    split = (ColourSplitInput(both) if isinstance(model, MLP) and ColourSplitInput.applies(both)
-             and model.in_dim == x[0].numel() else None)  # the first layer on the coloured channel only
+    split = ColourSplitInput.for_model(model, both)       # the first layer on the coloured channel only
     forward = None
     if method == "group_avg":
         inner = model
